@@ -1,0 +1,1 @@
+"""Rapport's deployable services, one package each."""

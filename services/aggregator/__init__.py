@@ -1,0 +1,1 @@
+"""Aggregator: faust-streaming workers turning recognitions into team snapshots."""

@@ -1,0 +1,140 @@
+"""The faust app: agents move records between topics and the team-days table.
+
+rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1 (key: team)
+team-facts --apply--> table team-days (key: team/day) --> rapport.metrics.snapshots.v1
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import ValidationError
+
+from shared import topics
+from shared.codec import DLQ_REASON, CloudEvent, CodecError, decode, encode
+from shared.directory import DirectoryView
+from shared.events import RECOGNITION_GIVEN, TEAM_SNAPSHOT, RecognitionGiven
+from shared.settings import Settings
+
+from . import service
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+BATCH_WITHIN_S = 0.05
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the faust app with its topics, table and agents."""
+    n = settings.topic_partitions
+    app = faust.App(
+        topics.AGGREGATOR_APP_ID,
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
+        store="memory://",  # state is rebuilt from the changelog, never kept on disk
+        datadir=tempfile.mkdtemp(prefix="rapport-aggregator-"),
+        topic_partitions=n,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(settings.session_timeout / 6, 0.5),
+        broker_rebalance_timeout=settings.session_timeout * 2,
+        producer_acks=-1,
+        web_enabled=False,
+        stream_wait_empty=False,
+    )
+    recognitions = app.topic(topics.RECOGNITION, key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(topics.dlq(topics.RECOGNITION), key_serializer="raw", value_serializer="raw")
+    facts = app.topic(topics.TEAM_FACTS, key_serializer="raw", value_serializer="raw")
+    snapshots = app.topic(topics.SNAPSHOTS, key_serializer="raw", value_serializer="raw")
+    table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
+    directory = DirectoryView(settings)
+    days_by_team: dict[str, set[str]] = defaultdict(set)
+    partitioner = DefaultPartitioner()
+
+    def team_partition(team_id: str) -> int:
+        # The partition the producer picked for this team's facts (murmur2, as Java's).
+        return int(partitioner(team_id.encode(), list(range(n)), list(range(n))))
+
+    async def publish_snapshot(team_id: str) -> None:
+        buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
+        snapshot = service.build_snapshot(team_id, buckets, datetime.now(UTC))
+        headers, value = encode(
+            CloudEvent(
+                id=f"{team_id}@{snapshot.generated_at.isoformat()}",
+                source="/rapport/aggregator",
+                type=TEAM_SNAPSHOT,
+                time=snapshot.generated_at,
+                data=snapshot.model_dump(mode="json"),
+            )
+        )
+        await snapshots.send(key=team_id.encode(), value=value, headers=headers, force=True)
+
+    async def to_dlq(event: Any, reason: str) -> None:
+        log.warning("recognition sent to DLQ: %s", reason)
+        headers = [*event.message.headers, (DLQ_REASON, reason.encode())]
+        await dlq.send(key=event.key, value=event.value, headers=headers, force=True)
+
+    @app.agent(recognitions)
+    async def fan_out(stream: Any) -> None:
+        await directory.start()
+        async for event in stream.events():
+            try:
+                ce = decode(event.message.headers, event.value)
+                if ce.type != RECOGNITION_GIVEN:
+                    raise CodecError(f"unexpected ce_type {ce.type!r}")
+                recognition = RecognitionGiven.model_validate(ce.data)
+                if not set(recognition.values) <= set(settings.values):
+                    raise CodecError(f"unknown value in {list(recognition.values)}")
+                try:
+                    team_facts = service.fan_out(ce.source, ce.id, recognition, directory.get)
+                except service.Unresolvable:
+                    await directory.sync()  # the person may have been added a moment ago
+                    team_facts = service.fan_out(ce.source, ce.id, recognition, directory.get)
+            except (CodecError, ValidationError, service.Unresolvable) as exc:
+                await to_dlq(event, str(exc))
+                continue
+            for f in team_facts:
+                await facts.send(key=f.team_id.encode(), value=f.dumps(), force=True)
+
+    @app.agent(facts)
+    async def aggregate(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
+            grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
+            for event in events:
+                f = service.TeamFact.loads(event.value)
+                grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
+            touched = set()
+            for (key, partition), team_facts in grouped.items():
+                bucket = service.apply(table.data.get(key), team_facts)
+                if bucket is not None:
+                    table.data[key] = bucket
+                    # Written with the source event's partition: stream, table and
+                    # changelog stay co-partitioned.
+                    table.send_changelog(partition, key, bucket)
+                team_id, day = service.split_key(key)
+                days_by_team[team_id].add(day)
+                # Republished even for duplicates: a crash may have come before the
+                # snapshot of the first delivery went out.
+                touched.add(team_id)
+            for team_id in touched:
+                await publish_snapshot(team_id)
+
+    @table.on_recover
+    async def republish() -> None:
+        """After a rebalance, republish every team this worker now owns."""
+        days_by_team.clear()
+        for key in list(table.data.keys()):
+            team_id, day = service.split_key(key)
+            days_by_team[team_id].add(day)
+        active = {tp.partition for tp in app.assignor.assigned_actives()
+                  if tp.topic == topics.TEAM_FACTS}  # fmt: skip
+        owned = [t for t in days_by_team if team_partition(t) in active]
+        for team_id in owned:
+            await publish_snapshot(team_id)
+        log.info("recovered; republished %d team snapshots", len(owned))
+
+    return app

@@ -1,0 +1,139 @@
+"""Pure aggregation logic; the faust agents in ``app.py`` only move data in and out.
+
+Two steps, so that each aggregate has one owner:
+1. ``fan_out``: a recognition becomes per-team facts (one per recipient, one for the
+   giver), keyed by team, using the directory as it is when the event is processed.
+2. ``apply``: facts update one (team, UTC day) bucket. The bucket keeps the ids of the
+   facts it has absorbed, so a redelivered fact changes nothing (one changelog write
+   carries both the aggregate and its dedupe record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from shared.events import DayActivity, Person, RecognitionGiven, TeamSnapshot
+
+SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
+Bucket = dict[str, Any]
+
+
+class Unresolvable(ValueError):
+    """A recognition names someone the directory does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class TeamFact:
+    id: str  # short hash of (source, event id, role, person): the dedupe key
+    team_id: str
+    day: str  # ISO date, UTC, of occurred_at
+    kind: Literal["received", "given"]
+    person_id: str
+    values: tuple[str, ...] = ()
+    cross_team: bool = False
+    direction: Literal["upward", "downward", "peer"] = "peer"
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(
+            [self.id, self.team_id, self.day, self.kind, self.person_id,
+             self.values, self.cross_team, self.direction]
+        )  # fmt: skip
+
+    @classmethod
+    def loads(cls, raw: bytes) -> TeamFact:
+        f = orjson.loads(raw)
+        return cls(f[0], f[1], f[2], f[3], f[4], tuple(f[5]), f[6], f[7])
+
+
+def fact_id(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def fan_out(
+    source: str, event_id: str, r: RecognitionGiven, lookup: Callable[[str], Person | None]
+) -> list[TeamFact]:
+    """Split one recognition into facts for the teams involved."""
+    giver = lookup(r.giver_id)
+    if giver is None:
+        raise Unresolvable(f"unknown giver {r.giver_id!r}")
+    day = r.occurred_at.astimezone(UTC).date().isoformat()
+    facts = [TeamFact(fact_id(source, event_id, "g"), giver.team_id, day, "given", giver.id)]
+    for rid in r.recipient_ids:
+        recipient = lookup(rid)
+        if recipient is None:
+            raise Unresolvable(f"unknown recipient {rid!r}")
+        if recipient.manager_id == giver.id:
+            direction: Literal["upward", "downward", "peer"] = "downward"
+        elif giver.manager_id == recipient.id:
+            direction = "upward"
+        else:
+            direction = "peer"
+        facts.append(
+            TeamFact(
+                fact_id(source, event_id, "r", rid),
+                recipient.team_id,
+                day,
+                "received",
+                rid,
+                r.values,
+                recipient.team_id != giver.team_id,
+                direction,
+            )
+        )
+    return facts
+
+
+def new_bucket() -> Bucket:
+    return {"activity": DayActivity().model_dump(), "seen": []}
+
+
+def apply(bucket: Bucket | None, facts: Iterable[TeamFact]) -> Bucket | None:
+    """Return the bucket with ``facts`` absorbed, or ``None`` if all were seen before."""
+    result = bucket or new_bucket()
+    seen = set(result["seen"])
+    changed = False
+    a = result["activity"]
+    for f in facts:
+        if f.id in seen:
+            continue
+        seen.add(f.id)
+        result["seen"].append(f.id)
+        changed = True
+        if f.kind == "given":
+            a["given"][f.person_id] = a["given"].get(f.person_id, 0) + 1
+            continue
+        a["received"][f.person_id] = a["received"].get(f.person_id, 0) + 1
+        for v in f.values:
+            a["values"][v] = a["values"].get(v, 0) + 1
+        a["cross_team"] += f.cross_team
+        if f.direction != "peer":
+            a[f.direction] += 1
+    return result if changed else None
+
+
+def build_snapshot(team_id: str, buckets: Mapping[str, Bucket], now: datetime) -> TeamSnapshot:
+    """All-time totals by value, plus the recent days in detail."""
+    first_day = (now.astimezone(UTC).date() - timedelta(days=SNAPSHOT_DAYS - 1)).isoformat()
+    totals: dict[str, int] = {}
+    days: dict[str, DayActivity] = {}
+    for day, bucket in sorted(buckets.items()):
+        for value, n in bucket["activity"]["values"].items():
+            totals[value] = totals.get(value, 0) + n
+        if day >= first_day:
+            days[day] = DayActivity.model_validate(bucket["activity"])
+    return TeamSnapshot(team_id=team_id, generated_at=now, days=days, totals=totals)
+
+
+def table_key(team_id: str, day: str) -> str:
+    return f"{team_id}/{day}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    team_id, _, day = key.rpartition("/")
+    return team_id, day

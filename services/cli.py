@@ -1,0 +1,178 @@
+"""The ``rapport`` command: one subcommand per process, plus ``run`` for all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.settings import Settings
+
+app = typer.Typer(help="Rapport: appreciation and trust metrics from everyday recognition.")
+directory_app = typer.Typer(help="Manage the people directory.")
+app.add_typer(directory_app, name="directory")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def topics() -> None:
+    """Create every topic (idempotent) on the configured broker."""
+    from shared.topics import create_topics
+
+    created = asyncio.run(create_topics(Settings()))
+    typer.echo(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+@app.command()
+def broker() -> None:
+    """Run the embedded broker (Tansu, memory storage) in the foreground, with topics."""
+    from shared.broker import start_tansu
+    from shared.topics import create_topics
+
+    settings = Settings()
+    proc = start_tansu(settings.embedded_broker_port, quiet=False)
+    asyncio.run(create_topics(settings))
+    typer.echo(f"broker ready on {settings.bootstrap_servers}")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+
+
+def _serve(module: str, port: int) -> None:
+    import uvicorn
+
+    factory = f"services.{module}.api:create"
+    uvicorn.run(factory, factory=True, host=Settings().host, port=port, log_level="info")
+
+
+@app.command()
+def recognition() -> None:
+    """Run the recognition service (kudos and directory writes)."""
+    _serve("recognition", Settings().recognition_port)
+
+
+@app.command()
+def metrics() -> None:
+    """Run the metrics service (/metrics for Prometheus)."""
+    _serve("metrics", Settings().metrics_port)
+
+
+@app.command()
+def aggregator() -> None:
+    """Run one aggregator worker (start several to share the partitions)."""
+    import faust
+
+    from services.aggregator.app import create_app
+
+    worker = faust.Worker(create_app(Settings()), loglevel="info")
+    worker.execute_from_commandline()
+
+
+@app.command()
+def demo(
+    url: Annotated[str | None, typer.Option(help="Recognition service URL.")] = None,
+) -> None:
+    """Seed a demo organisation and six weeks of kudos through the public API."""
+    from services.demo.seed import seed
+
+    _logging()
+    settings = Settings()
+    seed(url or f"http://{settings.host}:{settings.recognition_port}", _api_key(settings))
+
+
+def _api_key(settings: Settings) -> str:
+    key = os.environ.get("RAPPORT_API_KEY")
+    if key:
+        return key
+    from shared.auth import ensure_dev_key
+
+    if not settings.embedded:
+        raise typer.BadParameter("set RAPPORT_API_KEY to a key with the needed scopes")
+    return ensure_dev_key(settings)
+
+
+@directory_app.command("import")
+def directory_import(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="people.csv")],
+) -> None:
+    """Publish people from a CSV file (id,name,email,team_id,manager_id,timezone,active)."""
+    from services.recognition.directory_import import import_people
+
+    _logging()
+    with path.open(newline="") as f:
+        count = asyncio.run(import_people(Settings(), csv.DictReader(f)))
+    typer.echo(f"published {count} people to the directory")
+
+
+@app.command()
+def run(
+    aggregators: Annotated[int, typer.Option(help="Aggregator workers to start.")] = 1,
+) -> None:
+    """Start the whole platform on this machine (embedded broker unless one is configured)."""
+    from honcho.manager import Manager
+
+    from shared.auth import ensure_dev_key
+    from shared.broker import start_tansu
+    from shared.topics import create_topics
+
+    _logging()
+    settings = Settings()
+    broker_proc = None
+    if settings.embedded:
+        typer.echo(f"starting embedded broker (Tansu) on {settings.bootstrap_servers}")
+        broker_proc = start_tansu(settings.embedded_broker_port)
+    asyncio.run(create_topics(settings))
+    exe = shutil.which("rapport") or f"{sys.executable} -m services.cli"
+    manager = Manager()
+    manager.add_process("recognition", f"{exe} recognition")
+    manager.add_process("metrics", f"{exe} metrics")
+    for i in range(aggregators):
+        manager.add_process(f"aggregator.{i + 1}", f"{exe} aggregator")
+    base = f"http://{settings.host}"
+    urls = {
+        "recognition": f"{base}:{settings.recognition_port}/docs",
+        "metrics": f"{base}:{settings.metrics_port}/metrics",
+    }
+    for name, url in urls.items():
+        typer.echo(f"  {name:<12} {url}")
+    if settings.embedded and settings.api_keys is None:
+        ensure_dev_key(settings)
+        typer.echo(f"  dev API key  {settings.dev_key_file} (every scope)")
+    if settings.embedded and os.environ.get("RAPPORT_DEMO", "1") != "0":
+        threading.Thread(target=_demo_when_ready, args=(settings,), daemon=True).start()
+    try:
+        manager.loop()
+    finally:
+        if broker_proc is not None:
+            broker_proc.terminate()
+            broker_proc.wait(timeout=10)
+    sys.exit(manager.returncode)
+
+
+def _demo_when_ready(settings: Settings) -> None:
+    from services.demo.seed import seed, wait_ready
+
+    url = f"http://{settings.host}:{settings.recognition_port}"
+    if wait_ready(url):
+        seed(url, _api_key(settings))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Demo data: a small organisation and six weeks of kudos, posted through the public API."""

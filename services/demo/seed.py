@@ -1,0 +1,133 @@
+"""Seed a demo org (~60 people, 7 teams) and ~6 weeks of skewed, realistic kudos.
+
+Deterministic (fixed random seed, fixed event ids), so seeding twice counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from shared.settings import DEFAULT_DIMENSIONS
+
+log = logging.getLogger(__name__)
+TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people")
+FIRST = [
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Femi",
+    "Greta",
+    "Hiro",
+    "Ines",
+    "Jon",
+    "Kai",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+]
+LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Silva", "Novak", "Haddad", "Kowalski")
+TIMEZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "Asia/Tokyo")
+MESSAGES = (
+    "Thanks for unblocking the release today.",
+    "Your review caught a bug that would have hurt customers.",
+    "You made the onboarding session genuinely fun.",
+    "Thank you for covering the on-call shift at short notice.",
+    "Great write-up; it made the decision easy for everyone.",
+    "You listened, and it changed how we planned the sprint.",
+)
+DAYS = 42
+
+
+def build_people(rng: random.Random) -> list[dict[str, Any]]:
+    people = [_person(0, "Morgan Reyes", "people", None, "Europe/London")]
+    n = 1
+    for team in TEAMS:
+        lead = _person(n, f"{rng.choice(FIRST)} {rng.choice(LAST)}", team, "p000",
+                       rng.choice(TIMEZONES))  # fmt: skip
+        people.append(lead)
+        n += 1
+        for _ in range(rng.randint(6, 9)):
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+            people.append(_person(n, name, team, lead["id"], lead["timezone"]))
+            n += 1
+    return people
+
+
+def _person(n: int, name: str, team: str, manager: str | None, tz: str) -> dict[str, Any]:
+    pid = f"p{n:03d}"
+    email = f"{name.split()[0].lower()}.{pid}@example.com"
+    return {"id": pid, "name": name, "email": email, "team_id": team,
+            "manager_id": manager, "timezone": tz, "active": True}  # fmt: skip
+
+
+def build_recognitions(
+    rng: random.Random, people: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """Kudos with a long tail: a few stars, many occasional, some never recognized."""
+    weights = {p["id"]: rng.choice((0, 0, 1, 1, 1, 2, 3, 8)) for p in people}
+    by_team: dict[str, list[str]] = {}
+    for p in people:
+        by_team.setdefault(p["team_id"], []).append(p["id"])
+    team_of = {p["id"]: p["team_id"] for p in people}
+    value_weights = (5, 3, 4, 2, 2, 3, 1)
+    out = []
+    for i in range(DAYS * 9):
+        giver = rng.choice(people)["id"]
+        pool = list(weights) if rng.random() < 0.25 else by_team[team_of[giver]]
+        candidates = [p for p in pool if p != giver and weights[p] > 0]
+        if not candidates:
+            continue
+        k = 2 if rng.random() < 0.15 and len(candidates) > 1 else 1
+        recipients: set[str] = set()
+        while len(recipients) < k:
+            recipients.add(rng.choices(candidates, [weights[c] for c in candidates])[0])
+        values = set(rng.choices(DEFAULT_DIMENSIONS, value_weights, k=rng.randint(1, 2)))
+        occurred = now - timedelta(days=rng.uniform(0, DAYS))
+        out.append({
+            "event_id": f"demo-{i:05d}",
+            "giver_id": giver,
+            "recipient_ids": sorted(recipients),
+            "values": sorted(values),
+            "message": rng.choice(MESSAGES),
+            "channel": rng.choice(("slack", "slack", "hr-portal", "api")),
+            "occurred_at": occurred.isoformat(),
+        })  # fmt: skip
+    return out
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    log.error("recognition service at %s not ready after %s s; demo not seeded", url, timeout)
+    return False
+
+
+def seed(url: str, api_key: str, now: datetime | None = None) -> None:
+    """Post the demo org and its kudos; safe to repeat."""
+    rng = random.Random(7)
+    people = build_people(rng)
+    kudos = build_recognitions(rng, people, now or datetime.now(UTC))
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        client.post("/v1/people/batch", json={"people": people}).raise_for_status()
+        for start in range(0, len(kudos), 500):
+            chunk = kudos[start : start + 500]
+            client.post("/v1/recognitions/batch", json={"recognitions": chunk}).raise_for_status()
+    log.info("demo seeded: %d people in %d teams, %d recognitions over %d days",
+             len(people), len(TEAMS), len(kudos), DAYS)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Metrics service (:8003): appreciation and trust figures for Prometheus."""

@@ -1,0 +1,43 @@
+"""The metrics service app: /metrics serves appreciation figures from the snapshot topic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.directory import DirectoryView
+from shared.settings import Settings
+from shared.snapshots import SnapshotView
+from shared.web import create_app
+
+from .collector import AppreciationCollector
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    """Build the metrics service app."""
+    settings = settings or Settings()
+    directory = DirectoryView(settings)
+    snapshots = SnapshotView(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await directory.start()
+        await snapshots.start()
+        try:
+            yield
+        finally:
+            await snapshots.stop()
+            await directory.stop()
+
+    async def ready(app: FastAPI) -> bool:
+        try:
+            await snapshots.sync(timeout_s=2)
+        except TimeoutError:
+            return False
+        return True
+
+    app = create_app("Rapport metrics service", lifespan, ready)
+    app.state.registry.register(AppreciationCollector(directory, snapshots))
+    return app

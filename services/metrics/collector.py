@@ -1,0 +1,93 @@
+"""A Prometheus collector that computes every figure fresh on each scrape.
+
+Labels are bounded (team, value, window). No person id, name or e-mail ever appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared import appreciation as ap
+from shared.directory import DirectoryView
+from shared.snapshots import SnapshotView
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+class AppreciationCollector(Collector):
+    def __init__(
+        self,
+        directory: DirectoryView,
+        snapshots: SnapshotView,
+        today: Callable[[], date] = _today,
+    ) -> None:
+        self._directory = directory
+        self._snapshots = snapshots
+        self._today = today
+
+    def collect(self) -> Iterator[Metric]:
+        today = self._today()
+        total = CounterMetricFamily(
+            "rapport_recognitions",
+            "Recognitions received by members of the team, per value tagged "
+            "(one per recipient; a kudos with two values counts under both).",
+            labels=["team", "value"],
+        )
+        members_g = GaugeMetricFamily(
+            "rapport_team_active_members", "Active members of the team.", labels=["team"]
+        )
+        unrecognized = GaugeMetricFamily(
+            "rapport_recognition_unrecognized_people",
+            f"Active members with no recognition in the last {ap.UNRECOGNIZED_DAYS} days.",
+            labels=["team"],
+        )
+        ratios = {
+            name: GaugeMetricFamily(name, help_text, labels=["team", "window"])
+            for name, help_text in (
+                ("rapport_recognition_coverage_ratio",
+                 "Share of active members recognized at least once in the window."),
+                ("rapport_recognition_givers_ratio",
+                 "Share of active members who gave at least one recognition in the window."),
+                ("rapport_recognition_cross_team_ratio",
+                 "Share of recognitions received from people in other teams."),
+                ("rapport_recognition_upward_ratio",
+                 "Share of recognitions received that went to the giver's manager."),
+                ("rapport_recognition_downward_ratio",
+                 "Share of recognitions received from the recipient's own manager."),
+                ("rapport_recognition_gini_ratio",
+                 "Gini coefficient of recognitions received among active members "
+                 "(0 = equal, 1 = one person gets all)."),
+            )
+        }  # fmt: skip
+        for team in sorted(set(self._directory.teams()) | set(self._snapshots.teams())):
+            snapshot = self._snapshots.get(team)
+            members = [p.id for p in self._directory.members(team)]
+            members_g.add_metric([team], len(members))
+            if snapshot is not None:
+                for value, n in sorted(snapshot.totals.items()):
+                    total.add_metric([team, value], n)
+            last30 = ap.window(snapshot, today, ap.UNRECOGNIZED_DAYS)
+            unrecognized.add_metric([team], ap.unrecognized(members, last30))
+            for label, days in ap.WINDOWS.items():
+                w = ap.window(snapshot, today, days)
+                figures = {
+                    "rapport_recognition_coverage_ratio": ap.coverage(members, w),
+                    "rapport_recognition_givers_ratio": ap.givers_ratio(members, w),
+                    "rapport_recognition_cross_team_ratio": ap.share(w, "cross_team"),
+                    "rapport_recognition_upward_ratio": ap.share(w, "upward"),
+                    "rapport_recognition_downward_ratio": ap.share(w, "downward"),
+                    "rapport_recognition_gini_ratio": ap.received_gini(members, w),
+                }
+                for name, figure in figures.items():
+                    if figure is not None:
+                        ratios[name].add_metric([team, label], figure)
+        yield total
+        yield members_g
+        yield unrecognized
+        yield from ratios.values()

@@ -1,0 +1,1 @@
+"""Recognition service (:8001): kudos and the people directory, published to Kafka."""

@@ -1,0 +1,156 @@
+"""Routes of the recognition service (contract: ARCHITECTURE §4)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+
+from shared.auth import ApiKeys, Client, require
+from shared.directory import DirectoryView
+from shared.errors import InvalidInput, NotFound
+from shared.events import Person
+from shared.kafka import Publisher
+from shared.settings import Settings
+from shared.web import create_app
+
+from . import service
+from .models import (
+    Accepted,
+    BatchAccepted,
+    PeopleAccepted,
+    PeopleBatchIn,
+    RecognitionBatchIn,
+    RecognitionIn,
+)
+
+
+def get_publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
+
+
+def get_directory(request: Request) -> DirectoryView:
+    directory: DirectoryView = request.app.state.directory
+    return directory
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+DirectoryDep = Annotated[DirectoryView, Depends(get_directory)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+WriterDep = Annotated[Client, Depends(require("recognition:write"))]
+DirectoryWriterDep = Annotated[Client, Depends(require("directory:write"))]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/recognitions", status_code=202, response_model=Accepted)
+async def post_recognition(
+    body: RecognitionIn,
+    client: WriterDep,
+    settings: SettingsDep,
+    directory: DirectoryDep,
+    publisher: PublisherDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Accepted:
+    """Accept one recognition; 202 once the broker has acknowledged it."""
+    ids = await service.accept_recognitions(
+        [body],
+        batch=False,
+        idempotency_key=idempotency_key,
+        client=client,
+        values=settings.values,
+        directory=directory,
+        publisher=publisher,
+    )
+    return Accepted(event_id=ids[0])
+
+
+@router.post("/recognitions/batch", status_code=202, response_model=BatchAccepted)
+async def post_recognition_batch(
+    body: RecognitionBatchIn,
+    client: WriterDep,
+    settings: SettingsDep,
+    directory: DirectoryDep,
+    publisher: PublisherDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchAccepted:
+    """Accept up to 500 recognitions, all or nothing."""
+    ids = await service.accept_recognitions(
+        body.recognitions,
+        batch=True,
+        idempotency_key=idempotency_key,
+        client=client,
+        values=settings.values,
+        directory=directory,
+        publisher=publisher,
+    )
+    return BatchAccepted(event_ids=ids)
+
+
+@router.post("/people/batch", status_code=202, response_model=PeopleAccepted)
+async def post_people(
+    body: PeopleBatchIn, client: DirectoryWriterDep, publisher: PublisherDep
+) -> PeopleAccepted:
+    """Create or replace many people in the directory."""
+    await service.publish_people(body.people, client, publisher)
+    return PeopleAccepted(accepted=len(body.people))
+
+
+@router.put("/people/{person_id}", status_code=202, response_model=PeopleAccepted)
+async def put_person(
+    person_id: str, body: Person, client: DirectoryWriterDep, publisher: PublisherDep
+) -> PeopleAccepted:
+    """Create or replace one person; the id in the path and the body must agree."""
+    if body.id != person_id:
+        raise InvalidInput("id", f"must equal the id in the path ({person_id!r})")
+    await service.publish_people([body], client, publisher)
+    return PeopleAccepted(accepted=1)
+
+
+@router.delete("/people/{person_id}", status_code=202, response_model=PeopleAccepted)
+async def delete_person(
+    person_id: str, client: DirectoryWriterDep, directory: DirectoryDep, publisher: PublisherDep
+) -> PeopleAccepted:
+    """Remove a person from the directory (a tombstone on the compacted topic)."""
+    if directory.get(person_id) is None:
+        await directory.sync()
+        if directory.get(person_id) is None:
+            raise NotFound(f"unknown person {person_id!r}")
+    await publisher.publish([service.person_record(person_id, None, client)])
+    return PeopleAccepted(accepted=1)
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    """Build the recognition service app."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.api_keys = ApiKeys.from_settings(settings)
+        app.state.publisher = publisher = Publisher(settings)
+        app.state.directory = directory = DirectoryView(settings)
+        await publisher.start()
+        await directory.start()
+        try:
+            yield
+        finally:
+            await directory.stop()
+            await publisher.stop()
+
+    async def ready(app: FastAPI) -> bool:
+        publisher: Publisher = app.state.publisher
+        return await publisher.ping()
+
+    app = create_app("Rapport recognition service", lifespan, ready)
+    app.include_router(router)
+    return app

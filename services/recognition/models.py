@@ -1,0 +1,36 @@
+"""HTTP request and response bodies (contract: ARCHITECTURE §4)."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.events import Person, RecognitionFields
+
+MAX_BATCH = 500
+
+
+class RecognitionIn(RecognitionFields):
+    occurred_at: AwareDatetime | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class RecognitionBatchIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    recognitions: tuple[RecognitionIn, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class PeopleBatchIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    people: tuple[Person, ...] = Field(min_length=1, max_length=5000)
+
+
+class Accepted(BaseModel):
+    event_id: str
+
+
+class BatchAccepted(BaseModel):
+    event_ids: list[str]
+
+
+class PeopleAccepted(BaseModel):
+    accepted: int

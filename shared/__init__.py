@@ -1,0 +1,1 @@
+"""Rapport's shared package: event models, CloudEvents codec, Kafka helpers, settings, auth."""

@@ -1,0 +1,68 @@
+"""The people directory (compacted topic, key = person id), as every service sees it."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from shared import topics
+from shared.codec import CodecError, decode
+from shared.events import Person
+from shared.settings import Settings
+from shared.views import TopicView
+
+log = logging.getLogger(__name__)
+
+
+class DirectoryView(TopicView):
+    """People by id and active members by team, kept up to date from Kafka."""
+
+    topic = topics.DIRECTORY
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._people: dict[str, Person] = {}
+        self._teams: dict[str, set[str]] = defaultdict(set)
+
+    def get(self, person_id: str) -> Person | None:
+        return self._people.get(person_id)
+
+    def members(self, team_id: str) -> list[Person]:
+        """Active members of ``team_id``, by id."""
+        return [self._people[p] for p in sorted(self._teams.get(team_id, ()))]
+
+    def teams(self) -> list[str]:
+        """Teams with at least one active member."""
+        return sorted(t for t, ids in self._teams.items() if ids)
+
+    def people(self) -> list[Person]:
+        return list(self._people.values())
+
+    def put(self, person_id: str, person: Person | None) -> None:
+        """Set or (with ``None``) remove one person."""
+        old = self._people.pop(person_id, None)
+        if old is not None:
+            self._teams[old.team_id].discard(person_id)
+        if person is not None:
+            self._people[person_id] = person
+            if person.active:
+                self._teams[person.team_id].add(person_id)
+
+    def apply(
+        self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+    ) -> None:
+        if key is None:
+            log.warning("directory record without key ignored")
+            return
+        if value is None:
+            self.put(key.decode(), None)
+            return
+        try:
+            person = Person.model_validate(decode(headers, value).data)
+        except (CodecError, ValidationError) as exc:
+            log.warning("invalid directory record %r ignored: %s", key, exc)
+            return
+        self.put(key.decode(), person)

@@ -1,0 +1,69 @@
+"""Settings shared by every Rapport process (environment variables prefixed ``RAPPORT_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DIMENSIONS = (
+    "direction",
+    "empowerment",
+    "appreciation",
+    "growth",
+    "transparency",
+    "partnership",
+    "wellbeing",
+)
+
+
+class Settings(BaseSettings):
+    """Configure broker, storage and security; every service extends this class."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAPPORT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset = embedded Tansu broker."
+    )
+    embedded_broker_port: int = 9092
+    var_dir: Path = Path("var")
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description='JSON list of {"name", "key", "scopes"}; unset in embedded mode = dev key.',
+    )
+    values: tuple[str, ...] = DEFAULT_DIMENSIONS
+    topic_partitions: int = 8
+    topic_replication_factor: int = 1
+    session_timeout_s: float | None = Field(
+        default=None, description="Consumer session timeout; default 6 s embedded, 30 s else."
+    )
+    publish_timeout_s: float = 5.0
+    host: str = "127.0.0.1"
+    recognition_port: int = 8001
+    feedback_port: int = 8002
+    metrics_port: int = 8003
+    digest_port: int = 8004
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.kafka_bootstrap_servers is not None:
+            return self.kafka_bootstrap_servers
+        return f"127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def session_timeout(self) -> float:
+        # Tansu waits session_timeout/2 before completing a group join: keep it short there.
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return 6.0 if self.embedded else 30.0
+
+    @property
+    def dev_key_file(self) -> Path:
+        return self.var_dir / "dev-api-key"

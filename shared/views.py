@@ -1,0 +1,103 @@
+"""Read a whole topic into memory and keep following it, without a consumer group.
+
+For compacted topics that every replica needs in full: the directory and the team
+snapshots. Subclasses decide what a record means in ``apply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicView(ABC):
+    topic: str
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Condition()
+        self._positions: dict[TopicPartition, int] = {}
+        self._start_lock = asyncio.Lock()
+
+    @abstractmethod
+    def apply(
+        self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+    ) -> None:
+        """Apply one record, in offset order."""
+
+    async def start(self) -> None:
+        """Start following (once) and return when everything already there is applied."""
+        async with self._start_lock:
+            if self._task is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._settings.bootstrap_servers,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                )
+                await consumer.start()
+                partitions = await self._partitions(consumer)
+                consumer.assign([TopicPartition(self.topic, p) for p in partitions])
+                await consumer.seek_to_beginning()
+                self._consumer = consumer
+                self._task = asyncio.create_task(self._run(consumer), name=f"view-{self.topic}")
+        await self.sync()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
+        for _ in range(100):
+            partitions = consumer.partitions_for_topic(self.topic)
+            if partitions:
+                return set(partitions)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self.topic} does not exist; run `rapport topics`")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def sync(self, timeout_s: float = 30.0) -> None:
+        """Wait until every record on the topic *now* has been applied."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError(f"view of {self.topic} is not started")
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+
+        def caught_up() -> bool:
+            return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
+
+        async with asyncio.timeout(timeout_s), self._progress:
+            await self._progress.wait_for(caught_up)
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=100)
+                for messages in batches.values():
+                    for msg in messages:
+                        self.apply(msg.key, msg.headers, msg.value)
+                for tp in consumer.assignment():
+                    self._positions[tp] = await consumer.position(tp)
+            except KafkaError as exc:
+                log.warning("reading %s failed, retrying: %r", self.topic, exc)
+                await asyncio.sleep(1)
+                continue
+            async with self._progress:
+                self._progress.notify_all()

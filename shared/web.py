@@ -1,0 +1,168 @@
+"""What every Rapport HTTP service has: health, readiness, operational metrics, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import BrokerUnavailable, InvalidInput, RapportError
+
+MAX_BODY_BYTES = 2 << 20
+RETRY_AFTER_S = "5"
+
+
+class HttpMetrics:
+    """Request rate and latency per route (operational, not culture, metrics)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "rapport_http_requests",
+            "HTTP requests handled, by route and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rapport_http_request_duration_seconds",
+            "HTTP request latency in seconds, by route.",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.publish_failures = Counter(
+            "rapport_publish_failures",
+            "Requests answered 503 because the broker did not acknowledge.",
+            registry=registry,
+        )
+
+
+class BodyLimit:
+    """Answer 413 to bodies over the limit, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, "payload_too_large", f"request body exceeds {limit} bytes")
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if p != "body"]
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" and ": " in reason:
+            # Model-level rules say "field: reason"; report them on that field.
+            name, reason = reason.split(": ", 1)
+            loc.append(name)
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        field = ".".join(loc) or "body"
+        errors.append({"field": field, "reason": reason})
+    message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+    return _error(422, "invalid_request", message, errors=errors)
+
+
+def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RapportError)
+    if isinstance(exc, InvalidInput):
+        errors = [{"field": exc.field, "reason": exc.reason}]
+        return _error(422, "invalid_request", str(exc), errors=errors)
+    if isinstance(exc, BrokerUnavailable):
+        response = _error(503, "broker_unavailable", "the event broker is unavailable; retry")
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response
+    return _error(exc.status, "error", str(exc))
+
+
+def create_app(
+    title: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    ready: Callable[[FastAPI], Awaitable[bool]],
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """Build a service app with /healthz, /readyz, /metrics and the shared error format."""
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.registry = registry = registry or CollectorRegistry()
+    app.state.http_metrics = metrics = HttpMetrics(registry)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RapportError, _domain_error)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[..., Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.latency.labels(path, request.method).observe(time.perf_counter() - start)
+        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        if response.status_code == 503 and request.method != "GET":
+            metrics.publish_failures.inc()
+        return response
+
+    app.add_middleware(BodyLimit)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Say the process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        """Say whether the broker is reachable and the service can take work."""
+        ok = await ready(app)
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics_endpoint() -> Response:
+        """Expose metrics in the Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
