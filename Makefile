@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Debian packages the tests talk to for real (promtool from prometheus).
+system-deps:
+	@command -v promtool >/dev/null || { apt-get update && apt-get install -y prometheus; }
+
+test: lint system-deps
 	$(BIN)/pytest -q
 
 clean:

@@ -55,9 +55,15 @@ class Publisher:
         self._producer = producer
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        """Flush and stop; give up on the flush if the broker is gone."""
+        if self._producer is None:
+            return
+        producer, self._producer = self._producer, None
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout_s):
+                await producer.stop()
+        except TimeoutError:
+            log.warning("broker unreachable at shutdown; unacknowledged records dropped")
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Send all records; return once the broker acknowledged every one of them."""

@@ -70,8 +70,15 @@ class TopicView(ABC):
                 await self._task
             self._task = None
         if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            try:
+                await consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka re-raises its fetcher's cancellation when the broker is gone;
+                # only a cancellation of this task itself must propagate.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
 
     async def sync(self, timeout_s: float = 30.0) -> None:
         """Wait until every record on the topic *now* has been applied."""

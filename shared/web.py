@@ -17,9 +17,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import BrokerUnavailable, InvalidInput, RapportError
+from shared.errors import BrokerUnavailable, InvalidInput, NotFound, RapportError
 
 MAX_BODY_BYTES = 2 << 20
 RETRY_AFTER_S = "5"
@@ -110,11 +111,23 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     return _error(422, "invalid_request", message, errors=errors)
 
 
+HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    response = _error(exc.status_code, HTTP_CODES.get(exc.status_code, "error"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RapportError)
     if isinstance(exc, InvalidInput):
         errors = [{"field": exc.field, "reason": exc.reason}]
         return _error(422, "invalid_request", str(exc), errors=errors)
+    if isinstance(exc, NotFound):
+        return _error(404, "not_found", str(exc))
     if isinstance(exc, BrokerUnavailable):
         response = _error(503, "broker_unavailable", "the event broker is unavailable; retry")
         response.headers["Retry-After"] = RETRY_AFTER_S
@@ -134,6 +147,7 @@ def create_app(
     app.state.http_metrics = metrics = HttpMetrics(registry)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RapportError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[..., Awaitable[Response]]) -> Response:

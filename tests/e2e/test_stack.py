@@ -1,0 +1,116 @@
+"""The whole stack from `rapport run`: kudos over HTTP show up, exact, on /metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.broker import free_port
+from tests.conftest import ROOT, wait_until
+
+PEOPLE = [
+    {"id": "lead", "name": "Lee", "email": "lee@x.io", "team_id": "alpha", "manager_id": None},
+    {"id": "ann", "name": "Ann", "email": "ann@x.io", "team_id": "alpha", "manager_id": "lead"},
+    {"id": "bob", "name": "Bob", "email": "bob@x.io", "team_id": "alpha", "manager_id": "lead"},
+    {"id": "cid", "name": "Cid", "email": "cid@x.io", "team_id": "beta", "manager_id": None},
+]
+KUDOS = [
+    {"giver_id": "bob", "recipient_ids": ["ann"], "values": ["growth"]},
+    {"giver_id": "lead", "recipient_ids": ["ann"], "values": ["growth", "direction"]},
+    {"giver_id": "ann", "recipient_ids": ["cid"], "values": ["partnership"]},
+]
+# Hand-computed from the three kudos above (alpha has 3 members, beta 1).
+EXPECTED = {
+    'rapport_recognitions_total{team="alpha",value="growth"}': 2.0,
+    'rapport_recognitions_total{team="alpha",value="direction"}': 1.0,
+    'rapport_recognitions_total{team="beta",value="partnership"}': 1.0,
+    'rapport_team_active_members{team="alpha"}': 3.0,
+    'rapport_recognition_coverage_ratio{team="alpha",window="7d"}': 1 / 3,
+    'rapport_recognition_coverage_ratio{team="beta",window="28d"}': 1.0,
+    'rapport_recognition_givers_ratio{team="alpha",window="7d"}': 1.0,
+    'rapport_recognition_givers_ratio{team="beta",window="7d"}': 0.0,
+    'rapport_recognition_cross_team_ratio{team="alpha",window="7d"}': 0.0,
+    'rapport_recognition_cross_team_ratio{team="beta",window="7d"}': 1.0,
+    'rapport_recognition_downward_ratio{team="alpha",window="7d"}': 0.5,
+    'rapport_recognition_unrecognized_people{team="alpha"}': 2.0,
+}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {
+        "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
+        "RAPPORT_RECOGNITION_PORT": str(free_port()),
+        "RAPPORT_METRICS_PORT": str(free_port()),
+        "RAPPORT_VAR_DIR": str(tmp_path / "var"),
+        "RAPPORT_DEMO": "0",
+    }
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield env
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) is not None
+        log.close()
+
+
+def parse(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_kudos_posted_over_http_show_up_exactly_on_metrics(stack: dict[str, str]) -> None:
+    api = f"http://127.0.0.1:{stack['RAPPORT_RECOGNITION_PORT']}"
+    metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
+    key_file = Path(stack["RAPPORT_VAR_DIR"]) / "dev-api-key"
+    wait_until(lambda: _ok(f"{api}/readyz") and key_file.exists(), timeout=60)
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    with httpx.Client(base_url=api, headers=headers) as client:
+        assert client.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+        for i, k in enumerate(KUDOS):
+            r = client.post(
+                "/v1/recognitions", json={**k, "message": "thanks", "event_id": f"e{i}"}
+            )
+            assert r.status_code == 202, r.text
+        # A retry of the first one must not count twice.
+        first = {**KUDOS[0], "message": "thanks", "event_id": "e0"}
+        assert client.post("/v1/recognitions", json=first).status_code == 202
+
+    def exact() -> dict[str, float] | None:
+        try:
+            samples = parse(httpx.get(metrics).text)
+        except httpx.HTTPError:
+            return None
+        got = {k: samples.get(k) for k in EXPECTED}
+        return samples if got == pytest.approx(EXPECTED) else None
+
+    samples = wait_until(exact, timeout=60)
+    assert not any(p in name for name in samples for p in ('"ann"', '"lee@x.io"', "Ann"))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=httpx.get(metrics).content, capture_output=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

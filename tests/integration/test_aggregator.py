@@ -1,0 +1,77 @@
+"""The aggregator on a real broker: any producer counts, duplicates count once, bad → DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from subprocess import Popen
+
+import orjson
+from fastapi.testclient import TestClient
+
+from services.recognition.api import create
+from shared import topics
+from shared.auth import ensure_dev_key
+from shared.codec import DLQ_REASON, CloudEvent, decode
+from shared.events import RECOGNITION_GIVEN, Person
+from shared.settings import Settings
+from tests.conftest import wait_until
+from tests.kafka_helpers import produce, put_people, read_all
+
+PEOPLE = [
+    Person(id="lead", name="Lee", email="lee@x.io", team_id="alpha"),
+    Person(id="ann", name="Ann", email="ann@x.io", team_id="alpha", manager_id="lead"),
+    Person(id="bob", name="Bob", email="bob@x.io", team_id="alpha", manager_id="lead"),
+    Person(id="cid", name="Cid", email="cid@x.io", team_id="beta"),
+]
+
+
+def kudos_event(event_id: str, giver: str, recipients: list[str], source: str) -> CloudEvent:
+    now = datetime.now(UTC)
+    data = {"giver_id": giver, "recipient_ids": recipients, "message": "thanks",
+            "values": ["growth"], "channel": "slack", "occurred_at": now.isoformat()}  # fmt: skip
+    return CloudEvent(event_id, source, RECOGNITION_GIVEN, now, data)
+
+
+def latest_snapshots(settings: Settings) -> dict[str, dict[str, object]]:
+    records = asyncio.run(read_all(settings, topics.SNAPSHOTS))
+    return {r.key.decode(): decode(r.headers, r.value).data for r in records}
+
+
+def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> None:
+    asyncio.run(put_people(settings, PEOPLE))
+    spawn("aggregator", log=tmp_path / "aggregator.log")
+    direct = kudos_event("slack-1", "bob", ["ann", "cid"], "/slack-bot")
+    # The same event twice (a producer retry), and a bad record in between.
+    asyncio.run(produce(settings, topics.RECOGNITION, [(b"bob", direct)]))
+    bad = CloudEvent("bad-1", "/slack-bot", RECOGNITION_GIVEN, datetime.now(UTC), {"x": 1})
+    asyncio.run(produce(settings, topics.RECOGNITION, [(b"bob", bad), (b"bob", direct)]))
+    key = ensure_dev_key(settings)
+    with TestClient(create(settings), headers={"Authorization": f"Bearer {key}"}) as http:
+        body = {"giver_id": "lead", "recipient_ids": ["ann"], "message": "Great demo",
+                "values": ["growth"], "event_id": "http-1"}  # fmt: skip
+        assert http.post("/v1/recognitions", json=body).status_code == 202
+        assert http.post("/v1/recognitions", json=body).status_code == 202  # client retry
+
+    def settled() -> dict[str, dict[str, object]] | None:
+        snaps = latest_snapshots(settings)
+        alpha = snaps.get("alpha", {})
+        return snaps if alpha.get("totals") == {"growth": 2} and "beta" in snaps else None
+
+    snaps = wait_until(settled, timeout=60)
+    assert snaps["beta"]["totals"] == {"growth": 1}
+    [day] = snaps["alpha"]["days"].values()  # type: ignore[attr-defined]
+    assert day["received"] == {"ann": 2}
+    assert day["given"] == {"bob": 1, "lead": 1}
+    assert day["downward"] == 1  # lead -> ann
+    [beta_day] = snaps["beta"]["days"].values()  # type: ignore[attr-defined]
+    assert beta_day["cross_team"] == 1
+
+    [dead] = asyncio.run(read_all(settings, topics.dlq(topics.RECOGNITION)))
+    assert dict(dead.headers)["ce_id"] == b"bad-1"
+    assert b"giver_id" in dict(dead.headers)[DLQ_REASON]
+    assert orjson.loads(dead.value) == {"x": 1}

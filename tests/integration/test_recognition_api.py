@@ -1,0 +1,153 @@
+"""The recognition service against a real broker: errors, auth, idempotency, 202 = acked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from services.recognition.api import create
+from shared import topics
+from shared.auth import ensure_dev_key
+from shared.codec import decode
+from shared.settings import Settings
+from tests.conftest import Broker
+from tests.kafka_helpers import read_all
+
+PEOPLE = [
+    {"id": f"p{i}", "name": f"Person {i}", "email": f"p{i}@example.com", "team_id": "t1",
+     "manager_id": None if i == 0 else "p0", "timezone": "Europe/Berlin", "active": True}
+    for i in range(25)
+]  # fmt: skip
+KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    key = ensure_dev_key(settings)
+    with TestClient(create(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+        yield c
+
+
+def recognitions(settings: Settings) -> list[dict[str, object]]:
+    out = []
+    for r in asyncio.run(read_all(settings, topics.RECOGNITION)):
+        ce = decode(r.headers, r.value)
+        out.append({"id": ce.id, "source": ce.source, "type": ce.type, **ce.data})
+    return out
+
+
+def test_accepted_recognition_is_on_the_topic(client: TestClient, settings: Settings) -> None:
+    response = client.post("/v1/recognitions", json={**KUDOS, "event_id": "k-1"})
+    assert response.status_code == 202
+    assert response.json() == {"event_id": "k-1"}
+    [record] = recognitions(settings)
+    assert record["id"] == "k-1"
+    assert record["source"] == "/rapport/recognition/dev"
+    assert record["type"] == "rapport.recognition.given.v1"
+    assert record["recipient_ids"] == ["p2"] and record["channel"] == "api"
+
+
+def test_idempotency_key_gives_the_same_event_id(client: TestClient, settings: Settings) -> None:
+    first = client.post("/v1/recognitions", json=KUDOS, headers={"Idempotency-Key": "abc"})
+    again = client.post("/v1/recognitions", json=KUDOS, headers={"Idempotency-Key": "abc"})
+    assert first.json() == again.json() == {"event_id": "abc"}
+    assert {r["id"] for r in recognitions(settings)} == {"abc"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"recipient_ids": ["p1"]}, "recipient_ids", "self-recognition"),
+        ({"recipient_ids": ["nobody"]}, "recipient_ids", "inactive person(s) ['nobody']"),
+        ({"giver_id": "ghost"}, "giver_id", "unknown or inactive person 'ghost'"),
+        ({"values": ["bravery"]}, "values", "unknown value(s) ['bravery']"),
+        ({"message": ""}, "message", "at least 1 character"),
+        ({"message": "x" * 2001}, "message", "at most 2000 characters"),
+        ({"recipient_ids": [f"p{i}" for i in range(2, 23)]}, "recipient_ids", "at most 20"),
+        ({"colour": "red"}, "colour", "unknown field"),
+        ({"occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, "occurred_at",
+         "must not be in the future"),
+    ],
+)  # fmt: skip
+def test_invalid_input_is_a_clear_422_and_publishes_nothing(
+    client: TestClient, settings: Settings, change: dict[str, object], field: str, reason: str
+) -> None:
+    response = client.post("/v1/recognitions", json={**KUDOS, **change})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert {"field": field, "reason": body["errors"][0]["reason"]} == body["errors"][0]
+    assert reason in body["errors"][0]["reason"]
+    assert recognitions(settings) == []
+
+
+def test_batch_is_all_or_nothing(client: TestClient, settings: Settings) -> None:
+    good = {"recognitions": [KUDOS, {**KUDOS, "giver_id": "p3"}]}
+    response = client.post("/v1/recognitions/batch", json=good)
+    assert response.status_code == 202 and len(response.json()["event_ids"]) == 2
+    bad = {"recognitions": [KUDOS, {**KUDOS, "recipient_ids": ["nobody"]}]}
+    response = client.post("/v1/recognitions/batch", json=bad)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "recognitions.1.recipient_ids"
+    assert len(recognitions(settings)) == 2
+    too_many = {"recognitions": [KUDOS] * 501}
+    assert client.post("/v1/recognitions/batch", json=too_many).status_code == 422
+
+
+def test_401_without_a_valid_key(client: TestClient) -> None:
+    missing = client.post("/v1/recognitions", json=KUDOS, headers={"Authorization": ""})
+    assert missing.status_code == 401
+    wrong = client.post("/v1/recognitions", json=KUDOS, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_403_for_a_key_without_the_scope(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [{"name": "survey", "key": "k-survey", "scopes": ["feedback:write"]}]
+    monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
+    with TestClient(create(Settings()), headers={"Authorization": "Bearer k-survey"}) as c:
+        response = c.post("/v1/recognitions", json=KUDOS)
+    assert response.status_code == 403
+    assert "recognition:write" in response.json()["message"]
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    response = client.post(
+        "/v1/recognitions", content=b"{" + b" " * (3 << 20) + b"}",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 413
+
+
+def test_people_put_and_delete(client: TestClient, settings: Settings) -> None:
+    person = {**PEOPLE[3], "team_id": "t2"}
+    assert client.put("/v1/people/p3", json=person).status_code == 202
+    assert client.put("/v1/people/p4", json=person).status_code == 422  # id mismatch
+    assert client.delete("/v1/people/p5").status_code == 202
+    assert client.delete("/v1/people/nobody").status_code == 404
+    records = asyncio.run(read_all(settings, topics.DIRECTORY))
+    latest = {r.key: r.value for r in records}
+    assert latest[b"p5"] is None  # tombstone
+    assert orjson.loads(latest[b"p3"])["team_id"] == "t2"
+    # Directory changes take effect for validation at once.
+    gone = client.post("/v1/recognitions", json={**KUDOS, "recipient_ids": ["p5"]})
+    assert gone.status_code == 422
+
+
+def test_503_with_retry_after_when_the_broker_is_gone(
+    client: TestClient, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.stop()
+    response = client.post("/v1/recognitions", json=KUDOS)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert response.json()["error"] == "broker_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200

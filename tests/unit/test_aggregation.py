@@ -1,0 +1,85 @@
+"""Fan-out and idempotent per-key aggregation, without Kafka."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.aggregator import service
+from shared.events import Person, RecognitionGiven
+
+PEOPLE = {
+    "lead": Person(id="lead", name="L", email="l@x.io", team_id="a"),
+    "ann": Person(id="ann", name="A", email="a@x.io", team_id="a", manager_id="lead"),
+    "bob": Person(id="bob", name="B", email="b@x.io", team_id="a", manager_id="lead"),
+    "cid": Person(id="cid", name="C", email="c@x.io", team_id="b"),
+}
+
+
+def kudos(giver: str, *recipients: str, values: tuple[str, ...] = ("growth",)) -> RecognitionGiven:
+    return RecognitionGiven(
+        giver_id=giver,
+        recipient_ids=recipients,
+        message="thanks",
+        values=values,
+        occurred_at=datetime(2026, 11, 20, 23, 30, tzinfo=UTC),
+    )
+
+
+def test_fan_out_one_fact_per_recipient_plus_giver() -> None:
+    facts = service.fan_out("/s", "e1", kudos("lead", "ann", "cid"), PEOPLE.get)
+    assert [(f.kind, f.team_id, f.person_id) for f in facts] == [
+        ("given", "a", "lead"),
+        ("received", "a", "ann"),
+        ("received", "b", "cid"),
+    ]
+    assert facts[1].direction == "downward" and not facts[1].cross_team
+    assert facts[2].direction == "peer" and facts[2].cross_team
+    assert {f.day for f in facts} == {"2026-11-20"}
+    assert len({f.id for f in facts}) == 3
+
+
+def test_fan_out_upward_and_unknown_people() -> None:
+    facts = service.fan_out("/s", "e1", kudos("ann", "lead"), PEOPLE.get)
+    assert facts[1].direction == "upward"
+    with pytest.raises(service.Unresolvable, match="unknown recipient 'zed'"):
+        service.fan_out("/s", "e2", kudos("ann", "zed"), PEOPLE.get)
+    with pytest.raises(service.Unresolvable, match="unknown giver"):
+        service.fan_out("/s", "e3", kudos("zed", "ann"), PEOPLE.get)
+
+
+def test_apply_counts_each_fact_once() -> None:
+    facts = service.fan_out("/s", "e1", kudos("bob", "ann", values=("growth", "direction")),
+                            PEOPLE.get)  # fmt: skip
+    bucket = service.apply(None, facts)
+    assert bucket is not None
+    assert bucket["activity"]["received"] == {"ann": 1}
+    assert bucket["activity"]["given"] == {"bob": 1}
+    assert bucket["activity"]["values"] == {"growth": 1, "direction": 1}
+    # Redelivery of the same event: nothing changes.
+    assert service.apply(bucket, facts) is None
+    # Same event id from another source is another event.
+    other = service.fan_out("/other", "e1", kudos("bob", "ann"), PEOPLE.get)
+    bucket = service.apply(bucket, other)
+    assert bucket is not None and bucket["activity"]["received"] == {"ann": 2}
+
+
+def test_apply_survives_a_json_round_trip_as_in_the_changelog() -> None:
+    import orjson
+
+    facts = service.fan_out("/s", "e1", kudos("bob", "ann", "cid"), PEOPLE.get)
+    stored = orjson.loads(orjson.dumps(service.apply(None, facts)))
+    assert service.apply(stored, facts) is None
+    assert service.TeamFact.loads(facts[1].dumps()) == facts[1]
+
+
+def test_snapshot_totals_all_days_details_recent_ones() -> None:
+    old = service.apply(None, service.fan_out("/s", "old", kudos("bob", "ann"), PEOPLE.get))
+    new = service.apply(None, service.fan_out("/s", "new", kudos("bob", "ann"), PEOPLE.get))
+    assert old is not None and new is not None
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    snap = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, now)
+    assert snap.totals == {"growth": 2}
+    assert list(snap.days) == ["2026-11-20"]
+    assert snap.days["2026-11-20"].received == {"ann": 1}
