@@ -151,7 +151,7 @@ def run(
     if settings.embedded and settings.api_keys is None:
         ensure_dev_key(settings)
         typer.echo(f"  dev API key  {settings.dev_key_file} (every scope)")
-    if settings.embedded and os.environ.get("RAPPORT_DEMO", "1") != "0":
+    if settings.embedded and settings.demo:
         threading.Thread(target=_demo_when_ready, args=(settings,), daemon=True).start()
     try:
         manager.loop()

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
         default=None, description="Consumer session timeout; default 6 s embedded, 30 s else."
     )
     publish_timeout_s: float = 5.0
+    demo: bool = Field(default=True, description="Seed demo data on `rapport run` (embedded).")
     host: str = "127.0.0.1"
     recognition_port: int = 8001
     feedback_port: int = 8002
