@@ -110,10 +110,15 @@ def directory_import(
 ) -> None:
     """Publish people from a CSV file (id,name,email,team_id,manager_id,timezone,active)."""
     from services.recognition.directory_import import import_people
+    from shared.errors import RapportError
 
     _logging()
-    with path.open(newline="") as f:
-        count = asyncio.run(import_people(Settings(), csv.DictReader(f)))
+    try:
+        with path.open(newline="") as f:
+            count = asyncio.run(import_people(Settings(), csv.DictReader(f)))
+    except RapportError as exc:
+        typer.echo(f"error: {exc}; nothing was published", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"published {count} people to the directory")
 
 

@@ -123,6 +123,10 @@ def create_app(settings: Settings) -> faust.App:
             for team_id in touched:
                 await publish_snapshot(team_id)
 
+    @app.on_before_shutdown.connect
+    async def stop_directory(app: faust.App, **kwargs: Any) -> None:
+        await directory.stop()
+
     @table.on_recover
     async def republish() -> None:
         """After a rebalance, republish every team this worker now owns."""

@@ -44,13 +44,14 @@ EXPECTED = {
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """`rapport run` on free ports; demo data only if the test is marked ``demo``."""
     env = {
         "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
-        "RAPPORT_DEMO": "0",
+        "RAPPORT_DEMO": "1" if request.node.get_closest_marker("demo") else "0",
     }
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -107,6 +108,33 @@ def test_kudos_posted_over_http_show_up_exactly_on_metrics(stack: dict[str, str]
         [promtool, "check", "metrics"], input=httpx.get(metrics).content, capture_output=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.demo
+def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]) -> None:
+    metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
+
+    def seeded() -> dict[str, float] | None:
+        try:
+            samples = parse(httpx.get(metrics).text)
+        except httpx.HTTPError:
+            return None
+        members = [k for k in samples if k.startswith("rapport_team_active_members")]
+        totals = [k for k in samples if k.startswith("rapport_recognitions_total")]
+        return samples if len(members) == 7 and len(totals) >= 7 * 5 else None
+
+    samples = wait_until(seeded, timeout=90)
+    coverage = [v for k, v in samples.items() if k.startswith("rapport_recognition_coverage")]
+    assert max(coverage) > 0 and min(coverage) < 1  # some recognized, not everyone
+    unrecognized = sum(
+        v for k, v in samples.items() if k.startswith("rapport_recognition_unrecognized")
+    )
+    assert unrecognized > 0  # skewed: some people get none
+    cross = [v for k, v in samples.items() if k.startswith("rapport_recognition_cross_team")]
+    assert max(cross) > 0
+    gini = [v for k, v in samples.items() if k.startswith("rapport_recognition_gini")]
+    assert max(gini) > 0.3  # a few people get a lot
+    assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 56
 
 
 def _ok(url: str) -> bool:
