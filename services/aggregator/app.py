@@ -123,8 +123,8 @@ def create_app(settings: Settings) -> faust.App:
             for team_id in touched:
                 await publish_snapshot(team_id)
 
-    @app.on_before_shutdown.connect
-    async def stop_directory(app: faust.App, **kwargs: Any) -> None:
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type is too narrow
+    async def stop_directory(sender: Any, **kwargs: Any) -> None:
         await directory.stop()
 
     @table.on_recover
