@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from shared.gaps import GapGuard
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class TopicView(ABC):
         self._progress = asyncio.Condition()
         self._positions: dict[TopicPartition, int] = {}
         self._start_lock = asyncio.Lock()
+        self._guard = GapGuard() if settings.embedded else None
 
     @abstractmethod
     def apply(
@@ -48,8 +50,12 @@ class TopicView(ABC):
                 )
                 await consumer.start()
                 partitions = await self._partitions(consumer)
-                consumer.assign([TopicPartition(self.topic, p) for p in partitions])
+                tps = [TopicPartition(self.topic, p) for p in partitions]
+                consumer.assign(tps)
                 await consumer.seek_to_beginning()
+                if self._guard is not None:
+                    for tp in tps:  # Tansu's logs start at 0; its "earliest" can be later
+                        self._guard.expect(tp, 0)
                 self._consumer = consumer
                 self._task = asyncio.create_task(self._run(consumer), name=f"view-{self.topic}")
         await self.sync()
@@ -97,9 +103,14 @@ class TopicView(ABC):
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=100)
-                for messages in batches.values():
+                for tp, messages in batches.items():
+                    reread_from = None
+                    if self._guard is not None:
+                        messages, reread_from = self._guard.admit(tp, messages)
                     for msg in messages:
                         self.apply(msg.key, msg.headers, msg.value)
+                    if reread_from is not None:
+                        consumer.seek(tp, reread_from)
                 for tp in consumer.assignment():
                     self._positions[tp] = await consumer.position(tp)
             except KafkaError as exc:

@@ -22,7 +22,8 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 5.0) -> li
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(tps)
-        await consumer.seek_to_beginning()
+        for tp in tps:  # not seek_to_beginning: Tansu's "earliest" can be past offset 0
+            consumer.seek(tp, 0)
         ends = await consumer.end_offsets(tps)
         records: list[Any] = []
         async with asyncio.timeout(timeout_s):

@@ -6,9 +6,12 @@ team-facts --apply--> table team-days (key: team/day) --> rapport.metrics.snapsh
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +26,34 @@ from shared.events import RECOGNITION_GIVEN, TEAM_SNAPSHOT, RecognitionGiven
 from shared.settings import Settings
 
 from . import service
+from .transport import guard_gaps
 
 log = logging.getLogger(__name__)
 BATCH = 1000
 BATCH_WITHIN_S = 0.05
+
+
+async def in_batches(
+    stream: Any, process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]]
+) -> None:
+    """Feed ``stream`` to ``process`` in batches, acking a batch only once it is done.
+
+    ``process`` returns the sends it made; the batch is done when the broker has
+    acknowledged all of them, so an offset is never committed for output that a crash
+    could still lose (faust's own flush before a commit gives up after 0.1 s).
+    faust acks a batch when the loop body is left, however it is left: a worker that
+    cannot finish one (an error, or a stop in the middle) exits on the spot, before
+    anything is committed, and the batch is delivered again to whoever takes over.
+    """
+    async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
+        try:
+            await asyncio.gather(*await process(events))
+        except asyncio.CancelledError:
+            log.warning("stopped in the middle of a batch; it will be processed again")
+            os._exit(0)
+        except Exception:
+            log.exception("a batch failed; exiting so that it is processed again")
+            os._exit(1)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -46,11 +73,14 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         stream_wait_empty=False,
     )
+    if settings.embedded:
+        guard_gaps(app)
     recognitions = app.topic(topics.RECOGNITION, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(topics.dlq(topics.RECOGNITION), key_serializer="raw", value_serializer="raw")
     facts = app.topic(topics.TEAM_FACTS, key_serializer="raw", value_serializer="raw")
     snapshots = app.topic(topics.SNAPSHOTS, key_serializer="raw", value_serializer="raw")
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
+    changelog = table.changelog_topic
     directory = DirectoryView(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
@@ -59,7 +89,7 @@ def create_app(settings: Settings) -> faust.App:
         # The partition the producer picked for this team's facts (murmur2, as Java's).
         return int(partitioner(team_id.encode(), list(range(n)), list(range(n))))
 
-    async def publish_snapshot(team_id: str) -> None:
+    async def publish_snapshot(team_id: str) -> Awaitable[Any]:
         buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
         snapshot = service.build_snapshot(team_id, buckets, datetime.now(UTC))
         headers, value = encode(
@@ -71,57 +101,69 @@ def create_app(settings: Settings) -> faust.App:
                 data=snapshot.model_dump(mode="json"),
             )
         )
-        await snapshots.send(key=team_id.encode(), value=value, headers=headers, force=True)
+        return await snapshots.send(key=team_id.encode(), value=value, headers=headers, force=True)
 
-    async def to_dlq(event: Any, reason: str) -> None:
+    async def to_dlq(event: Any, reason: str) -> Awaitable[Any]:
         log.warning("recognition sent to DLQ: %s", reason)
         headers = [*event.message.headers, (DLQ_REASON, reason.encode())]
-        await dlq.send(key=event.key, value=event.value, headers=headers, force=True)
+        return await dlq.send(key=event.key, value=event.value, headers=headers, force=True)
+
+    async def team_facts_of(event: Any) -> list[service.TeamFact]:
+        """Decode one recognition into team facts; raise if it cannot be counted."""
+        ce = decode(event.message.headers, event.value)
+        if ce.type != RECOGNITION_GIVEN:
+            raise CodecError(f"unexpected ce_type {ce.type!r}")
+        recognition = RecognitionGiven.model_validate(ce.data)
+        if not set(recognition.values) <= set(settings.values):
+            raise CodecError(f"unknown value in {list(recognition.values)}")
+        try:
+            return service.fan_out(ce.source, ce.id, recognition, directory.get)
+        except service.Unresolvable:
+            await directory.sync()  # the person may have been added a moment ago
+            return service.fan_out(ce.source, ce.id, recognition, directory.get)
+
+    async def fan_out_batch(events: list[Any]) -> list[Awaitable[Any]]:
+        sent = []
+        for event in events:
+            try:
+                team_facts = await team_facts_of(event)
+            except (CodecError, ValidationError, service.Unresolvable) as exc:
+                sent.append(await to_dlq(event, str(exc)))
+                continue
+            for f in team_facts:
+                sent.append(await facts.send(key=f.team_id.encode(), value=f.dumps(), force=True))
+        return sent
+
+    async def aggregate_batch(events: list[Any]) -> list[Awaitable[Any]]:
+        grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
+        for event in events:
+            f = service.TeamFact.loads(event.value)
+            grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
+        touched, sent = set(), []
+        for (key, partition), team_facts in grouped.items():
+            bucket = service.apply(table.data.get(key), team_facts)
+            if bucket is not None:
+                table.data[key] = bucket
+                # Written with the source event's partition: stream, table and
+                # changelog stay co-partitioned.
+                sent.append(
+                    await changelog.send(key=key, value=bucket, partition=partition, force=True)
+                )
+            team_id, day = service.split_key(key)
+            days_by_team[team_id].add(day)
+            # Republished even for duplicates: a crash may have come before the
+            # snapshot of the first delivery went out.
+            touched.add(team_id)
+        return sent + [await publish_snapshot(team_id) for team_id in touched]
 
     @app.agent(recognitions)
     async def fan_out(stream: Any) -> None:
         await directory.start()
-        async for event in stream.events():
-            try:
-                ce = decode(event.message.headers, event.value)
-                if ce.type != RECOGNITION_GIVEN:
-                    raise CodecError(f"unexpected ce_type {ce.type!r}")
-                recognition = RecognitionGiven.model_validate(ce.data)
-                if not set(recognition.values) <= set(settings.values):
-                    raise CodecError(f"unknown value in {list(recognition.values)}")
-                try:
-                    team_facts = service.fan_out(ce.source, ce.id, recognition, directory.get)
-                except service.Unresolvable:
-                    await directory.sync()  # the person may have been added a moment ago
-                    team_facts = service.fan_out(ce.source, ce.id, recognition, directory.get)
-            except (CodecError, ValidationError, service.Unresolvable) as exc:
-                await to_dlq(event, str(exc))
-                continue
-            for f in team_facts:
-                await facts.send(key=f.team_id.encode(), value=f.dumps(), force=True)
+        await in_batches(stream, fan_out_batch)
 
     @app.agent(facts)
     async def aggregate(stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
-            grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
-            for event in events:
-                f = service.TeamFact.loads(event.value)
-                grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
-            touched = set()
-            for (key, partition), team_facts in grouped.items():
-                bucket = service.apply(table.data.get(key), team_facts)
-                if bucket is not None:
-                    table.data[key] = bucket
-                    # Written with the source event's partition: stream, table and
-                    # changelog stay co-partitioned.
-                    table.send_changelog(partition, key, bucket)
-                team_id, day = service.split_key(key)
-                days_by_team[team_id].add(day)
-                # Republished even for duplicates: a crash may have come before the
-                # snapshot of the first delivery went out.
-                touched.add(team_id)
-            for team_id in touched:
-                await publish_snapshot(team_id)
+        await in_batches(stream, aggregate_batch)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type is too narrow
     async def stop_directory(sender: Any, **kwargs: Any) -> None:
@@ -137,8 +179,7 @@ def create_app(settings: Settings) -> faust.App:
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
         owned = [t for t in days_by_team if team_partition(t) in active]
-        for team_id in owned:
-            await publish_snapshot(team_id)
+        await asyncio.gather(*[await publish_snapshot(team_id) for team_id in owned])
         log.info("recovered; republished %d team snapshots", len(owned))
 
     return app
