@@ -65,6 +65,12 @@ def recognition() -> None:
 
 
 @app.command()
+def feedback() -> None:
+    """Run the feedback service (survey responses and self-assessments)."""
+    _serve("feedback", Settings().feedback_port)
+
+
+@app.command()
 def metrics() -> None:
     """Run the metrics service (/metrics for Prometheus)."""
     _serve("metrics", Settings().metrics_port)
@@ -143,12 +149,14 @@ def run(
     exe = shutil.which("rapport") or f"{sys.executable} -m services.cli"
     manager = Manager()
     manager.add_process("recognition", f"{exe} recognition")
+    manager.add_process("feedback", f"{exe} feedback")
     manager.add_process("metrics", f"{exe} metrics")
     for i in range(aggregators):
         manager.add_process(f"aggregator.{i + 1}", f"{exe} aggregator")
     base = f"http://{settings.host}"
     urls = {
         "recognition": f"{base}:{settings.recognition_port}/docs",
+        "feedback": f"{base}:{settings.feedback_port}/docs",
         "metrics": f"{base}:{settings.metrics_port}/metrics",
     }
     for name, url in urls.items():

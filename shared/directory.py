@@ -30,6 +30,18 @@ class DirectoryView(TopicView):
     def get(self, person_id: str) -> Person | None:
         return self._people.get(person_id)
 
+    async def find_active(self, person_id: str) -> Person | None:
+        """The person if active; on a miss, catch up once: they may be a moment old."""
+        person = self._people.get(person_id)
+        if person is None or not person.active:
+            await self.sync()
+            person = self._people.get(person_id)
+        return person if person is not None and person.active else None
+
+    def reports(self, manager_id: str) -> list[Person]:
+        """Active people whose manager is ``manager_id``."""
+        return [p for p in self._people.values() if p.manager_id == manager_id and p.active]
+
     def members(self, team_id: str) -> list[Person]:
         """Active members of ``team_id``, by id."""
         return [self._people[p] for p in sorted(self._teams.get(team_id, ()))]

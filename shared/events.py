@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from shared.errors import InvalidInput
 
 RECOGNITION_GIVEN = "rapport.recognition.given.v1"
 PERSON = "rapport.directory.person.v1"
 TEAM_SNAPSHOT = "rapport.metrics.team_snapshot.v1"
+SURVEY_RESPONSE = "rapport.feedback.survey_response.v1"
+SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 MAX_RECIPIENTS = 20
 MAX_MESSAGE = 2000
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_COMMENT = 2000
+Score = Annotated[int, Field(ge=1, le=5)]
+Pseudonym = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+def event_time(value: datetime | None, field: str) -> datetime:
+    """When an event happened: ``value`` if given and not in the future, else now."""
+    now = datetime.now(UTC)
+    if value is None:
+        return now
+    if value > now + MAX_CLOCK_SKEW:
+        raise InvalidInput(field, "must not be in the future")
+    return value
 
 
 def _timezone(name: str) -> str:
@@ -69,6 +95,36 @@ class Person(Event):
     active: bool = True
 
 
+class SurveyAnswers(Event):
+    """One person's answers to one survey, shared by the event and the HTTP body."""
+
+    survey_id: Id
+    answers: dict[Id, Score] = Field(min_length=1, max_length=100)
+    enps: int | None = Field(default=None, ge=0, le=10)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+
+    @field_validator("comment")
+    @classmethod
+    def _blank_is_none(cls, comment: str | None) -> str | None:
+        return comment.strip() or None if comment is not None else None
+
+
+class SurveyResponded(SurveyAnswers):
+    """A survey response; ``respondent`` is a keyed pseudonym, never the person's id."""
+
+    respondent: Pseudonym
+    team_id: Id
+
+
+class SelfAssessed(Event):
+    """What a leader predicts their team will answer, per dimension."""
+
+    survey_id: Id
+    leader_id: Id
+    team_id: Id
+    predicted: dict[Id, Score] = Field(min_length=1, max_length=100)
+
+
 class DayActivity(Event):
     """One team's recognition activity on one UTC day (event time)."""
 
@@ -88,10 +144,62 @@ class DayActivity(Event):
         return sum(self.given.values())
 
 
+class DimensionSums(Event):
+    total: int  # sum of the answers (1-5)
+    favorable: int  # answers of 4 or 5
+    n: int  # answers
+
+
+class TrustBlock(Event):
+    """The answers of k distinct respondents, which are only ever published together.
+
+    Every trust figure is computed from whole blocks, so any two figures (two windows,
+    or one window before and after new answers) differ by whole blocks: by k or more
+    respondents, never fewer (the differencing guard, ARCHITECTURE §7).
+    """
+
+    at: datetime  # latest submission in the block: it counts in windows containing this
+    respondents: int
+    dimensions: dict[str, DimensionSums]
+
+
+class EnpsBlock(Event):
+    at: datetime
+    n: int
+    promoters: int  # 9-10
+    detractors: int  # 0-6
+
+
+class CommentBlock(Event):
+    at: datetime
+    comments: tuple[str, ...]  # without author, in an order unrelated to submission
+
+
+class SurveyTurnout(Event):
+    respondents: int  # distinct respondents so far, rounded down to a multiple of k
+    last_at: datetime
+
+
+class Prediction(Event):
+    at: datetime
+    predicted: dict[str, int]  # dimension -> the leader's predicted score (1-5)
+
+
+class TeamTrust(Event):
+    """A team's survey results in k-anonymous blocks; raw answers never leave the aggregator."""
+
+    blocks: tuple[TrustBlock, ...] = ()
+    enps: tuple[EnpsBlock, ...] = ()
+    comments: tuple[CommentBlock, ...] = ()
+    surveys: dict[str, SurveyTurnout] = {}
+    predictions: tuple[Prediction, ...] = ()
+
+
 class TeamSnapshot(Event):
     """Everything the exporter and the digest need for one team (keyed by team id)."""
 
     team_id: Id
     generated_at: datetime
-    days: dict[str, DayActivity]  # ISO date -> activity, recent days only
-    totals: dict[str, int]  # value -> recipient-recognitions, all time
+    days: dict[str, DayActivity] = {}  # ISO date -> activity, recent days only
+    totals: dict[str, int] = {}  # value -> recipient-recognitions, all time
+    trust: TeamTrust = TeamTrust()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.codec import Headers
+from shared.codec import CloudEvent, Headers, encode
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
 
@@ -23,6 +23,12 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Headers
+
+    @classmethod
+    def of(cls, topic: str, key: str, event: CloudEvent) -> Record:
+        """A CloudEvent in binary content mode, keyed by ``key``."""
+        headers, value = encode(event)
+        return cls(topic, key.encode(), value, headers)
 
 
 class Publisher:

@@ -16,6 +16,7 @@ DEFAULT_DIMENSIONS = (
     "partnership",
     "wellbeing",
 )
+DEV_PSEUDONYM_KEY = "rapport-dev-pseudonym-key"
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,18 @@ class Settings(BaseSettings):
         default=None, description="Consumer session timeout; default 6 s embedded, 30 s else."
     )
     publish_timeout_s: float = 5.0
+    anonymity_k: int = Field(
+        default=5, ge=3, description="Fewest distinct respondents behind any trust figure."
+    )
+    comment_k: int = Field(default=5, ge=3, description="Fewest comments shown together.")
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr(DEV_PSEUDONYM_KEY),
+        description="HMAC key that turns respondent ids into pseudonyms; required outside "
+        "embedded mode.",
+    )
+    questions_file: Path | None = Field(
+        default=None, description="YAML survey catalogue; unset = one item per dimension."
+    )
     demo: bool = Field(default=True, description="Seed demo data on `rapport run` (embedded).")
     host: str = "127.0.0.1"
     recognition_port: int = 8001

@@ -11,12 +11,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 from shared.settings import Settings
 
 RECOGNITION = "rapport.recognition.v1"
+SURVEY = "rapport.feedback.survey.v1"
 DIRECTORY = "rapport.directory.people.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
 # Internal: recognitions fanned out per team, keyed by team id (aggregator stage 2 input).
 TEAM_FACTS = "rapport.aggregator.team-facts.v1"
 AGGREGATOR_APP_ID = "rapport-aggregator"
 TEAM_DAYS_TABLE = "team-days"
+TEAM_TRUST_TABLE = "team-trust"
 
 
 def dlq(topic: str) -> str:
@@ -36,9 +38,12 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(RECOGNITION, n),
         TopicSpec(dlq(RECOGNITION), 1),
+        TopicSpec(SURVEY, n),
+        TopicSpec(dlq(SURVEY), 1),
         TopicSpec(TEAM_FACTS, n),
-        # faust's changelog for the team-days table must match its source's partitions.
+        # faust's table changelogs must match their source's partitions.
         TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_DAYS_TABLE}-changelog", n, compacted=True),
+        TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_TRUST_TABLE}-changelog", n, compacted=True),
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),
         TopicSpec(DIRECTORY, 4, compacted=True),
         TopicSpec(SNAPSHOTS, 4, compacted=True),

@@ -1,7 +1,9 @@
-"""The faust app: agents move records between topics and the team-days table.
+"""The faust app: agents move records between topics and the team tables.
 
 rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1 (key: team)
-team-facts --apply--> table team-days (key: team/day) --> rapport.metrics.snapshots.v1
+rapport.feedback.survey.v1 --forward--> team-facts (the event as is, re-keyed by team)
+team-facts --apply--> tables team-days (key: team/day), team-trust (key: team)
+           --> rapport.metrics.snapshots.v1 (key: team)
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ from pydantic import ValidationError
 from shared import topics
 from shared.codec import DLQ_REASON, CloudEvent, CodecError, decode, encode
 from shared.directory import DirectoryView
-from shared.events import RECOGNITION_GIVEN, TEAM_SNAPSHOT, RecognitionGiven
+from shared.events import (
+    RECOGNITION_GIVEN,
+    SELF_ASSESSMENT,
+    SURVEY_RESPONSE,
+    TEAM_SNAPSHOT,
+    RecognitionGiven,
+    SelfAssessed,
+    SurveyResponded,
+)
+from shared.questions import catalogue
 from shared.settings import Settings
 
-from . import service
+from . import service, trust
 from .transport import guard_gaps
 
 log = logging.getLogger(__name__)
@@ -78,9 +89,14 @@ def create_app(settings: Settings) -> faust.App:
     recognitions = app.topic(topics.RECOGNITION, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(topics.dlq(topics.RECOGNITION), key_serializer="raw", value_serializer="raw")
     facts = app.topic(topics.TEAM_FACTS, key_serializer="raw", value_serializer="raw")
+    surveys = app.topic(topics.SURVEY, key_serializer="raw", value_serializer="raw")
+    survey_dlq = app.topic(topics.dlq(topics.SURVEY), key_serializer="raw", value_serializer="raw")
     snapshots = app.topic(topics.SNAPSHOTS, key_serializer="raw", value_serializer="raw")
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     changelog = table.changelog_topic
+    trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
+    questions = catalogue(settings)
+    k, comment_k = settings.anonymity_k, settings.comment_k
     directory = DirectoryView(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
@@ -91,7 +107,10 @@ def create_app(settings: Settings) -> faust.App:
 
     async def publish_snapshot(team_id: str) -> Awaitable[Any]:
         buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
-        snapshot = service.build_snapshot(team_id, buckets, datetime.now(UTC))
+        team_trust = trust.team_trust(
+            trust_table.data.get(team_id), questions.dimension_of, k, comment_k
+        )
+        snapshot = service.build_snapshot(team_id, buckets, team_trust, datetime.now(UTC))
         headers, value = encode(
             CloudEvent(
                 id=f"{team_id}@{snapshot.generated_at.isoformat()}",
@@ -103,10 +122,10 @@ def create_app(settings: Settings) -> faust.App:
         )
         return await snapshots.send(key=team_id.encode(), value=value, headers=headers, force=True)
 
-    async def to_dlq(event: Any, reason: str) -> Awaitable[Any]:
-        log.warning("recognition sent to DLQ: %s", reason)
+    async def to_dlq(event: Any, reason: str, topic: faust.TopicT = dlq) -> Awaitable[Any]:
+        log.warning("record from %s sent to DLQ: %s", event.message.topic, reason)
         headers = [*event.message.headers, (DLQ_REASON, reason.encode())]
-        return await dlq.send(key=event.key, value=event.value, headers=headers, force=True)
+        return await topic.send(key=event.key, value=event.value, headers=headers, force=True)
 
     async def team_facts_of(event: Any) -> list[service.TeamFact]:
         """Decode one recognition into team facts; raise if it cannot be counted."""
@@ -134,12 +153,65 @@ def create_app(settings: Settings) -> faust.App:
                 sent.append(await facts.send(key=f.team_id.encode(), value=f.dumps(), force=True))
         return sent
 
+    def feedback_of(event: Any) -> tuple[CloudEvent, SurveyResponded | SelfAssessed]:
+        """Decode and check one survey-topic event; raise if it cannot be counted."""
+        ce = decode(event.message.headers, event.value)
+        if ce.type == SURVEY_RESPONSE:
+            response = SurveyResponded.model_validate(ce.data)
+            questions.check_answers(response.answers)
+            return ce, response
+        if ce.type == SELF_ASSESSMENT:
+            assessment = SelfAssessed.model_validate(ce.data)
+            questions.check_predicted(assessment.predicted)
+            return ce, assessment
+        raise CodecError(f"unexpected ce_type {ce.type!r}")
+
+    async def forward_batch(events: list[Any]) -> list[Awaitable[Any]]:
+        sent = []
+        for event in events:
+            try:
+                team_id = feedback_of(event)[1].team_id
+            except (CodecError, ValueError) as exc:  # pydantic's ValidationError included
+                sent.append(await to_dlq(event, str(exc), survey_dlq))
+                continue
+            headers = list(event.message.headers)
+            sent.append(
+                await facts.send(
+                    key=team_id.encode(), value=event.value, headers=headers, force=True
+                )
+            )
+        return sent
+
+    async def apply_feedback(event: Any, touched: set[str], sent: list[Awaitable[Any]]) -> None:
+        ce, item = feedback_of(event)
+        state = trust_table.data.get(item.team_id)
+        event_id = f"{ce.source} {ce.id}"
+        if isinstance(item, SurveyResponded):
+            new = trust.respond(state, item, event_id, ce.time, k)
+        else:
+            new = trust.assess(state, item, event_id, ce.time)
+        if new is not None:
+            trust.prune(new, datetime.now(UTC))
+            trust_table.data[item.team_id] = new
+            partition = event.message.partition
+            sent.append(
+                await trust_table.changelog_topic.send(
+                    key=item.team_id, value=new, partition=partition, force=True
+                )
+            )
+        touched.add(item.team_id)
+
     async def aggregate_batch(events: list[Any]) -> list[Awaitable[Any]]:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
+        touched: set[str] = set()
+        sent: list[Awaitable[Any]] = []
         for event in events:
+            if any(h == "ce_type" for h, _ in event.message.headers or ()):
+                # A forwarded survey event (recognition facts carry no headers).
+                await apply_feedback(event, touched, sent)
+                continue
             f = service.TeamFact.loads(event.value)
             grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
-        touched, sent = set(), []
         for (key, partition), team_facts in grouped.items():
             bucket = service.apply(table.data.get(key), team_facts)
             if bucket is not None:
@@ -161,6 +233,10 @@ def create_app(settings: Settings) -> faust.App:
         await directory.start()
         await in_batches(stream, fan_out_batch)
 
+    @app.agent(surveys)
+    async def forward(stream: Any) -> None:
+        await in_batches(stream, forward_batch)
+
     @app.agent(facts)
     async def aggregate(stream: Any) -> None:
         await in_batches(stream, aggregate_batch)
@@ -169,7 +245,7 @@ def create_app(settings: Settings) -> faust.App:
     async def stop_directory(sender: Any, **kwargs: Any) -> None:
         await directory.stop()
 
-    @table.on_recover
+    @table.on_recover  # called once every table is recovered, trust_table included
     async def republish() -> None:
         """After a rebalance, republish every team this worker now owns."""
         days_by_team.clear()
@@ -178,7 +254,8 @@ def create_app(settings: Settings) -> faust.App:
             days_by_team[team_id].add(day)
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
-        owned = [t for t in days_by_team if team_partition(t) in active]
+        teams = set(days_by_team) | set(trust_table.data.keys())
+        owned = [t for t in sorted(teams) if team_partition(t) in active]
         await asyncio.gather(*[await publish_snapshot(team_id) for team_id in owned])
         log.info("recovered; republished %d team snapshots", len(owned))
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.events import DayActivity, Person, RecognitionGiven, TeamSnapshot
+from shared.events import DayActivity, Person, RecognitionGiven, TeamSnapshot, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
 Bucket = dict[str, Any]
@@ -117,8 +117,10 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact]) -> Bucket | None:
     return result if changed else None
 
 
-def build_snapshot(team_id: str, buckets: Mapping[str, Bucket], now: datetime) -> TeamSnapshot:
-    """All-time totals by value, plus the recent days in detail."""
+def build_snapshot(
+    team_id: str, buckets: Mapping[str, Bucket], trust: TeamTrust, now: datetime
+) -> TeamSnapshot:
+    """All-time totals by value, the recent days in detail, and the team's trust blocks."""
     first_day = (now.astimezone(UTC).date() - timedelta(days=SNAPSHOT_DAYS - 1)).isoformat()
     totals: dict[str, int] = {}
     days: dict[str, DayActivity] = {}
@@ -127,7 +129,7 @@ def build_snapshot(team_id: str, buckets: Mapping[str, Bucket], now: datetime) -
             totals[value] = totals.get(value, 0) + n
         if day >= first_day:
             days[day] = DayActivity.model_validate(bucket["activity"])
-    return TeamSnapshot(team_id=team_id, generated_at=now, days=days, totals=totals)
+    return TeamSnapshot(team_id=team_id, generated_at=now, days=days, totals=totals, trust=trust)
 
 
 def table_key(team_id: str, day: str) -> str:

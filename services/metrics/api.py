@@ -1,4 +1,4 @@
-"""The metrics service app: /metrics serves appreciation figures from the snapshot topic."""
+"""The metrics service app: /metrics serves appreciation and trust figures from snapshots."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app
 
-from .collector import AppreciationCollector
+from .collector import AppreciationCollector, TrustCollector
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -40,4 +40,5 @@ def create(settings: Settings | None = None) -> FastAPI:
 
     app = create_app("Rapport metrics service", lifespan, ready)
     app.state.registry.register(AppreciationCollector(directory, snapshots))
+    app.state.registry.register(TrustCollector(directory, snapshots))
     return app

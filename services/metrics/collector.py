@@ -1,6 +1,7 @@
-"""A Prometheus collector that computes every figure fresh on each scrape.
+"""Prometheus collectors that compute every figure fresh on each scrape.
 
-Labels are bounded (team, value, window). No person id, name or e-mail ever appears.
+Labels are bounded (team, value, dimension, window). No person id, name or e-mail ever
+appears, and trust figures exist only where the aggregator published k-anonymous blocks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shared import appreciation as ap
+from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.snapshots import SnapshotView
 
@@ -91,3 +93,67 @@ class AppreciationCollector(Collector):
         yield members_g
         yield unrecognized
         yield from ratios.values()
+
+
+TRUST_TEAM = [
+    ("rapport_trust_index", "Trust index, 0-100: mean over dimensions of the share of "
+     "favorable answers (4-5 on the 1-5 scale)."),
+    ("rapport_trust_enps", "Employee Net Promoter Score, -100..100: percent of promoters "
+     "(9-10) minus percent of detractors (0-6)."),
+    ("rapport_trust_participation_ratio", "Respondents to the team's latest survey in the "
+     "window (rounded down to a multiple of k), as a share of its active members."),
+    ("rapport_trust_responses", "Survey responses behind the trust figures (whole blocks of "
+     "k distinct respondents)."),
+]  # fmt: skip
+TRUST_DIMENSION = [
+    ("rapport_trust_score", "Mean answer per dimension on the 1-5 scale."),
+    ("rapport_trust_favorable_ratio", "Share of favorable answers (4-5) per dimension."),
+    ("rapport_trust_perception_gap", "Leader's predicted score minus the team's mean score, "
+     "per dimension, in points on the 1-5 scale (positive: the leader is more optimistic)."),
+]  # fmt: skip
+
+
+class TrustCollector(Collector):
+    def __init__(
+        self,
+        directory: DirectoryView,
+        snapshots: SnapshotView,
+        today: Callable[[], date] = _today,
+    ) -> None:
+        self._directory = directory
+        self._snapshots = snapshots
+        self._today = today
+
+    def collect(self) -> Iterator[Metric]:
+        today = self._today()
+        team = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in TRUST_TEAM}
+        dims = {
+            n: GaugeMetricFamily(n, h, labels=["team", "dimension", "window"])
+            for n, h in TRUST_DIMENSION
+        }
+        for team_id in self._snapshots.teams():
+            snapshot = self._snapshots.get(team_id)
+            if snapshot is None:
+                continue
+            members = len(self._directory.members(team_id))
+            for label, days in ap.WINDOWS.items():
+                f = tr.figures(snapshot.trust, tr.trailing(today, days), members)
+                if f is None:
+                    continue
+                for name, value in (
+                    ("rapport_trust_index", f.index),
+                    ("rapport_trust_enps", f.enps),
+                    ("rapport_trust_participation_ratio", f.participation),
+                    ("rapport_trust_responses", f.responses),
+                ):
+                    if value is not None:
+                        team[name].add_metric([team_id, label], value)
+                for name, per_dim in (
+                    ("rapport_trust_score", f.scores),
+                    ("rapport_trust_favorable_ratio", f.favorable),
+                    ("rapport_trust_perception_gap", f.gap),
+                ):
+                    for dim, value in sorted(per_dim.items()):
+                        dims[name].add_metric([team_id, dim, label], value)
+        yield from team.values()
+        yield from dims.values()

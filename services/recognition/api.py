@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI
 
-from shared.auth import ApiKeys, Client, require
-from shared.directory import DirectoryView
+from shared.auth import Client, require
+from shared.deps import DirectoryDep, IdempotencyKey, PublisherDep, SettingsDep, create_writer_app
 from shared.errors import InvalidInput, NotFound
 from shared.events import Person
-from shared.kafka import Publisher
 from shared.settings import Settings
-from shared.web import create_app
 
 from . import service
 from .models import (
@@ -26,28 +22,8 @@ from .models import (
     RecognitionIn,
 )
 
-
-def get_publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
-
-
-def get_directory(request: Request) -> DirectoryView:
-    directory: DirectoryView = request.app.state.directory
-    return directory
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-DirectoryDep = Annotated[DirectoryView, Depends(get_directory)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriterDep = Annotated[Client, Depends(require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(require("directory:write"))]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
 router = APIRouter(prefix="/v1")
 
@@ -131,26 +107,4 @@ async def delete_person(
 
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the recognition service app."""
-    settings = settings or Settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.api_keys = ApiKeys.from_settings(settings)
-        app.state.publisher = publisher = Publisher(settings)
-        app.state.directory = directory = DirectoryView(settings)
-        await publisher.start()
-        await directory.start()
-        try:
-            yield
-        finally:
-            await directory.stop()
-            await publisher.stop()
-
-    async def ready(app: FastAPI) -> bool:
-        publisher: Publisher = app.state.publisher
-        return await publisher.ping()
-
-    app = create_app("Rapport recognition service", lifespan, ready)
-    app.include_router(router)
-    return app
+    return create_writer_app("Rapport recognition service", settings or Settings(), router)

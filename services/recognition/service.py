@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from shared import topics
 from shared.auth import Client
-from shared.codec import CloudEvent, encode
+from shared.codec import CloudEvent
 from shared.directory import DirectoryView
 from shared.errors import InvalidInput
-from shared.events import PERSON, RECOGNITION_GIVEN, Person, RecognitionGiven
+from shared.events import PERSON, RECOGNITION_GIVEN, Person, RecognitionGiven, event_time
 from shared.kafka import Publisher, Record
 
 from .models import RecognitionIn
-
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def source_for(client: Client) -> str:
@@ -25,27 +23,14 @@ def source_for(client: Client) -> str:
 
 
 async def _unknown(ids: Sequence[str], directory: DirectoryView) -> list[str]:
-    missing = [i for i in ids if not _active(directory, i)]
-    if missing:
-        # Read-your-writes across replicas: the person may have been added a moment ago.
-        await directory.sync()
-        missing = [i for i in missing if not _active(directory, i)]
-    return missing
-
-
-def _active(directory: DirectoryView, person_id: str) -> bool:
-    person = directory.get(person_id)
-    return person is not None and person.active
+    return [i for i in ids if await directory.find_active(i) is None]
 
 
 async def check(
     r: RecognitionIn, where: str, values: Sequence[str], directory: DirectoryView
 ) -> RecognitionGiven:
     """Return the event for ``r``, or raise :class:`InvalidInput` naming the field."""
-    now = datetime.now(UTC)
-    occurred_at = r.occurred_at or now
-    if occurred_at > now + MAX_CLOCK_SKEW:
-        raise InvalidInput(f"{where}occurred_at", "must not be in the future")
+    occurred_at = event_time(r.occurred_at, f"{where}occurred_at")
     unknown_values = [v for v in r.values if v not in values]
     if unknown_values:
         raise InvalidInput(
@@ -61,17 +46,15 @@ async def check(
 
 
 def recognition_record(event: RecognitionGiven, event_id: str, client: Client) -> Record:
-    headers, value = encode(
-        CloudEvent(
-            id=event_id,
-            source=source_for(client),
-            type=RECOGNITION_GIVEN,
-            time=event.occurred_at,
-            data=event.model_dump(mode="json"),
-        )
+    ce = CloudEvent(
+        id=event_id,
+        source=source_for(client),
+        type=RECOGNITION_GIVEN,
+        time=event.occurred_at,
+        data=event.model_dump(mode="json"),
     )
     # Keyed by giver: one person's kudos stay in order.
-    return Record(topics.RECOGNITION, event.giver_id.encode(), value, headers)
+    return Record.of(topics.RECOGNITION, event.giver_id, ce)
 
 
 def event_ids(requests: Sequence[RecognitionIn], idempotency_key: str | None) -> list[str]:
@@ -113,19 +96,16 @@ async def accept_recognitions(
 
 def person_record(person_id: str, person: Person | None, client: Client) -> Record:
     """A directory record; ``None`` is a tombstone (the person is removed)."""
-    key = person_id.encode()
     if person is None:
-        return Record(topics.DIRECTORY, key, None, [])
-    headers, value = encode(
-        CloudEvent(
-            id=str(uuid.uuid4()),
-            source=f"/rapport/directory/{client.name}",
-            type=PERSON,
-            time=datetime.now(UTC),
-            data=person.model_dump(mode="json"),
-        )
+        return Record(topics.DIRECTORY, person_id.encode(), None, [])
+    ce = CloudEvent(
+        id=str(uuid.uuid4()),
+        source=f"/rapport/directory/{client.name}",
+        type=PERSON,
+        time=datetime.now(UTC),
+        data=person.model_dump(mode="json"),
     )
-    return Record(topics.DIRECTORY, key, value, headers)
+    return Record.of(topics.DIRECTORY, person_id, ce)
 
 
 async def publish_people(people: Sequence[Person], client: Client, publisher: Publisher) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.aggregator import service
-from shared.events import Person, RecognitionGiven
+from shared.events import Person, RecognitionGiven, TeamTrust
 
 PEOPLE = {
     "lead": Person(id="lead", name="L", email="l@x.io", team_id="a"),
@@ -79,7 +79,7 @@ def test_snapshot_totals_all_days_details_recent_ones() -> None:
     new = service.apply(None, service.fan_out("/s", "new", kudos("bob", "ann"), PEOPLE.get))
     assert old is not None and new is not None
     now = datetime(2026, 11, 22, tzinfo=UTC)
-    snap = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, now)
+    snap = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, TeamTrust(), now)
     assert snap.totals == {"growth": 2}
     assert list(snap.days) == ["2026-11-20"]
     assert snap.days["2026-11-20"].received == {"ann": 1}

@@ -1,0 +1,1 @@
+"""Feedback service (:8002): survey responses, pseudonymized, and leaders' self-assessments."""

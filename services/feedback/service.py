@@ -1,0 +1,144 @@
+"""Survey responses and self-assessments: validate, pseudonymize, publish.
+
+The respondent's id never leaves this service: it is replaced by a keyed HMAC before
+anything is published (ARCHITECTURE §7). The same person always gets the same
+pseudonym, so the aggregator can count distinct respondents and let a resubmission
+replace the earlier answer, but nobody without the key can tell who it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import datetime
+
+from shared import topics
+from shared.auth import Client
+from shared.codec import CloudEvent
+from shared.directory import DirectoryView
+from shared.errors import InvalidInput
+from shared.events import (
+    SELF_ASSESSMENT,
+    SURVEY_RESPONSE,
+    Event,
+    Person,
+    SelfAssessed,
+    SurveyResponded,
+    event_time,
+)
+from shared.kafka import Publisher, Record
+from shared.questions import Catalogue
+from shared.settings import DEV_PSEUDONYM_KEY, Settings
+
+from .models import SelfAssessmentIn, SurveyResponseIn
+
+MIN_KEY_LENGTH = 16
+
+
+def check_pseudonym_key(settings: Settings) -> None:
+    """Refuse an unsafe key outside embedded mode: pseudonyms are only as safe as it is."""
+    key = settings.pseudonym_key.get_secret_value()
+    if settings.embedded:
+        return
+    if key == DEV_PSEUDONYM_KEY or len(key) < MIN_KEY_LENGTH:
+        raise RuntimeError(
+            f"set RAPPORT_PSEUDONYM_KEY to a secret of at least {MIN_KEY_LENGTH} characters "
+            "outside embedded mode (the default key would let anyone re-identify respondents)"
+        )
+
+
+def pseudonym(settings: Settings, person_id: str) -> str:
+    """The keyed HMAC of a person id (128 bits, hex)."""
+    key = settings.pseudonym_key.get_secret_value().encode()
+    return hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def _person(directory: DirectoryView, person_id: str, field: str) -> Person:
+    person = await directory.find_active(person_id)
+    if person is None:
+        raise InvalidInput(field, f"unknown or inactive person {person_id!r}")
+    return person
+
+
+def led_team(directory: DirectoryView, leader: Person) -> str:
+    """The team a leader's direct reports are in (their own, if the reports span teams)."""
+    teams = {p.team_id for p in directory.reports(leader.id)}
+    if not teams:
+        raise InvalidInput("leader_id", f"{leader.id!r} manages no active people")
+    if len(teams) == 1:
+        return teams.pop()
+    if leader.team_id in teams:
+        return leader.team_id
+    raise InvalidInput("leader_id", f"{leader.id!r} leads several teams: {sorted(teams)}")
+
+
+def _record(
+    kind: str, event: Event, team_id: str, event_id: str, client: Client, time: datetime
+) -> Record:
+    ce = CloudEvent(
+        id=event_id,
+        source=f"/rapport/feedback/{client.name}",
+        type=kind,
+        time=time,
+        data=event.model_dump(mode="json"),
+    )
+    # Keyed by team: all of one team's feedback stays in order on one partition.
+    return Record.of(topics.SURVEY, team_id, ce)
+
+
+async def accept_response(
+    body: SurveyResponseIn,
+    *,
+    idempotency_key: str | None,
+    client: Client,
+    settings: Settings,
+    questions: Catalogue,
+    directory: DirectoryView,
+    publisher: Publisher,
+) -> str:
+    """Publish one survey response under a pseudonym; return its event id once acked."""
+    try:
+        questions.check_answers(body.answers)
+    except ValueError as exc:
+        raise InvalidInput("answers", str(exc).removeprefix("answers: ")) from None
+    time = event_time(body.submitted_at, "submitted_at")
+    person = await _person(directory, body.respondent_id, "respondent_id")
+    event = SurveyResponded(
+        survey_id=body.survey_id,
+        answers=body.answers,
+        enps=body.enps,
+        comment=body.comment,
+        respondent=pseudonym(settings, person.id),
+        team_id=person.team_id,
+    )
+    event_id = idempotency_key or str(uuid.uuid4())
+    await publisher.publish(
+        [_record(SURVEY_RESPONSE, event, person.team_id, event_id, client, time)]
+    )
+    return event_id
+
+
+async def accept_self_assessment(
+    body: SelfAssessmentIn,
+    *,
+    idempotency_key: str | None,
+    client: Client,
+    questions: Catalogue,
+    directory: DirectoryView,
+    publisher: Publisher,
+) -> str:
+    """Publish a leader's prediction for the team they lead; return its event id once acked."""
+    try:
+        questions.check_predicted(body.predicted)
+    except ValueError as exc:
+        raise InvalidInput("predicted", str(exc).removeprefix("predicted: ")) from None
+    time = event_time(body.submitted_at, "submitted_at")
+    leader = await _person(directory, body.leader_id, "leader_id")
+    team_id = led_team(directory, leader)
+    event = SelfAssessed(
+        survey_id=body.survey_id, leader_id=leader.id, team_id=team_id, predicted=body.predicted
+    )
+    event_id = idempotency_key or str(uuid.uuid4())
+    await publisher.publish([_record(SELF_ASSESSMENT, event, team_id, event_id, client, time)])
+    return event_id

@@ -1,0 +1,62 @@
+"""What the writing services (recognition, feedback) share: app state and dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+
+from shared.auth import ApiKeys
+from shared.directory import DirectoryView
+from shared.kafka import Publisher
+from shared.settings import Settings
+from shared.web import create_app
+
+
+def get_publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
+
+
+def get_directory(request: Request) -> DirectoryView:
+    directory: DirectoryView = request.app.state.directory
+    return directory
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+DirectoryDep = Annotated[DirectoryView, Depends(get_directory)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+
+def create_writer_app(title: str, settings: Settings, router: APIRouter) -> FastAPI:
+    """A service that checks requests against the directory and publishes events."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.api_keys = ApiKeys.from_settings(settings)
+        app.state.publisher = publisher = Publisher(settings)
+        app.state.directory = directory = DirectoryView(settings)
+        await publisher.start()
+        await directory.start()
+        try:
+            yield
+        finally:
+            await directory.stop()
+            await publisher.stop()
+
+    async def ready(app: FastAPI) -> bool:
+        publisher: Publisher = app.state.publisher
+        return await publisher.ping()
+
+    app = create_app(title, lifespan, ready)
+    app.include_router(router)
+    return app

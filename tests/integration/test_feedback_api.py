@@ -1,0 +1,176 @@
+"""The feedback service against a real broker: catalogue, pseudonyms, errors, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from services.feedback.api import create
+from services.recognition.api import create as create_recognition
+from shared import topics
+from shared.auth import ensure_dev_key
+from shared.codec import decode
+from shared.settings import DEFAULT_DIMENSIONS, DEV_PSEUDONYM_KEY, Settings
+from tests.kafka_helpers import read_all
+
+PEOPLE = [
+    {"id": "lead", "name": "Lee Lead", "email": "lee@x.io", "team_id": "alpha"},
+    {"id": "ann", "name": "Ann Answer", "email": "ann@x.io", "team_id": "alpha",
+     "manager_id": "lead"},
+    {"id": "bob", "name": "Bob", "email": "bob@x.io", "team_id": "alpha", "manager_id": "lead"},
+    {"id": "solo", "name": "Solo", "email": "solo@x.io", "team_id": "beta"},
+]  # fmt: skip
+ANSWERS = dict.fromkeys(DEFAULT_DIMENSIONS, 4)
+RESPONSE = {"survey_id": "2026-11", "respondent_id": "ann", "answers": ANSWERS}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    key = ensure_dev_key(settings)
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_recognition(settings), headers=headers) as directory:
+        assert directory.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+    with TestClient(create(settings), headers=headers) as c:
+        yield c
+
+
+def survey_records(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
+    out = []
+    for r in asyncio.run(read_all(settings, topics.SURVEY)):
+        ce = decode(r.headers, r.value)
+        out.append((r.key, {"type": ce.type, "time": ce.time, **ce.data}))
+    return out
+
+
+def test_questions_default_to_one_item_per_dimension_plus_enps(client: TestClient) -> None:
+    body = client.get("/v1/questions").json()
+    assert [i["id"] for i in body["items"]] == list(DEFAULT_DIMENSIONS)
+    assert all(i["id"] == i["dimension"] and i["text"] for i in body["items"])
+    assert body["scale"]["5"] == "strongly agree" and "recommend" in body["enps"]
+
+
+def test_a_yaml_file_replaces_the_catalogue(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "questions.yaml"
+    path.write_text(
+        "items:\n"
+        "  - {id: q1, dimension: direction, text: I know our goals.}\n"
+        "  - {id: q2, dimension: direction, text: I know my part in them.}\n"
+        "  - {id: q3, dimension: wellbeing, text: I can switch off after work.}\n"
+    )
+    monkeypatch.setenv("RAPPORT_QUESTIONS_FILE", str(path))
+    with TestClient(create(Settings())) as c:
+        body = c.get("/v1/questions").json()
+    assert [i["id"] for i in body["items"]] == ["q1", "q2", "q3"]
+    assert body["dimensions"] == ["direction", "wellbeing"]
+
+
+def test_a_response_is_published_under_a_keyed_pseudonym(
+    client: TestClient, settings: Settings
+) -> None:
+    body = {**RESPONSE, "enps": 9, "comment": "  More focus time, please. "}
+    response = client.post("/v1/survey-responses", json=body, headers={"Idempotency-Key": "r1"})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"event_id": "r1"}
+    [(key, record)] = survey_records(settings)
+    assert key == b"alpha"  # keyed by team: the team comes from the directory
+    expected = hmac.new(DEV_PSEUDONYM_KEY.encode(), b"ann", hashlib.sha256).hexdigest()[:32]
+    assert record["respondent"] == expected
+    assert record["type"] == "rapport.feedback.survey_response.v1"
+    assert record["comment"] == "More focus time, please."
+    raw = orjson.dumps(record, default=str)
+    assert b"ann" not in raw.lower() and b"respondent_id" not in raw
+
+
+def test_a_self_assessment_is_for_the_team_the_leader_leads(
+    client: TestClient, settings: Settings
+) -> None:
+    body = {"survey_id": "2026-11", "leader_id": "lead", "predicted": {"direction": 5}}
+    assert client.post("/v1/self-assessments", json=body).status_code == 202
+    [(key, record)] = survey_records(settings)
+    assert key == b"alpha" and record["team_id"] == "alpha" and record["leader_id"] == "lead"
+    solo = client.post("/v1/self-assessments", json={**body, "leader_id": "solo"})
+    assert solo.status_code == 422
+    assert "manages no active people" in solo.json()["message"]
+
+
+def test_submitted_at_dates_an_import_of_an_earlier_round(
+    client: TestClient, settings: Settings
+) -> None:
+    earlier = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    body = {**RESPONSE, "submitted_at": earlier.isoformat()}
+    assert client.post("/v1/survey-responses", json=body).status_code == 202
+    [(_, record)] = survey_records(settings)
+    assert record["time"] == earlier
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "field", "reason"),
+    [
+        ("survey-responses", {"respondent_id": "nobody"}, "respondent_id",
+         "unknown or inactive person 'nobody'"),
+        ("survey-responses", {"answers": {"direction": 4}}, "answers", "missing item(s)"),
+        ("survey-responses", {"answers": {**ANSWERS, "mood": 3}}, "answers",
+         "unknown item(s) ['mood']"),
+        ("survey-responses", {"answers": {**ANSWERS, "growth": 6}}, "answers.growth",
+         "less than or equal to 5"),
+        ("survey-responses", {"enps": 11}, "enps", "less than or equal to 10"),
+        ("survey-responses", {"comment": "x" * 2001}, "comment", "at most 2000 characters"),
+        ("survey-responses", {"team_id": "beta"}, "team_id", "unknown field"),
+        ("survey-responses", {"submitted_at": (datetime.now(UTC) + timedelta(hours=1))
+                              .isoformat()}, "submitted_at", "must not be in the future"),
+        ("self-assessments", {"predicted": {"morale": 4}}, "predicted",
+         "unknown dimension(s) ['morale']"),
+        ("self-assessments", {"predicted": {}}, "predicted", "at least 1 item"),
+    ],
+)  # fmt: skip
+def test_invalid_input_is_a_clear_422_and_publishes_nothing(
+    client: TestClient,
+    settings: Settings,
+    path: str,
+    change: dict[str, object],
+    field: str,
+    reason: str,
+) -> None:
+    base: dict[str, object] = (
+        dict(RESPONSE)
+        if path == "survey-responses"
+        else {"survey_id": "s", "leader_id": "lead", "predicted": {"growth": 4}}
+    )
+    response = client.post(f"/v1/{path}", json={**base, **change})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == field and reason in error["reason"], error
+    assert survey_records(settings) == []
+
+
+def test_401_without_a_key_and_403_without_the_scope(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [{"name": "slack", "key": "k-slack", "scopes": ["recognition:write"]}]
+    monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
+    with TestClient(create(Settings())) as c:
+        assert c.post("/v1/survey-responses", json=RESPONSE).status_code == 401
+        wrong = c.post(
+            "/v1/survey-responses", json=RESPONSE, headers={"Authorization": "Bearer k-slack"}
+        )
+        assert c.get("/v1/questions").status_code == 200  # reading the catalogue is open
+    assert wrong.status_code == 403 and "feedback:write" in wrong.json()["message"]
+
+
+def test_refuses_to_start_with_the_default_key_outside_embedded_mode() -> None:
+    production = Settings(kafka_bootstrap_servers="kafka:9092", api_keys=SecretStr("[]"))
+    with pytest.raises(RuntimeError, match="RAPPORT_PSEUDONYM_KEY"):
+        create(production)
+    safe = production.model_copy(update={"pseudonym_key": SecretStr("s" * 32)})
+    assert create(safe).title == "Rapport feedback service"
