@@ -90,13 +90,18 @@ def aggregator() -> None:
 @app.command()
 def demo(
     url: Annotated[str | None, typer.Option(help="Recognition service URL.")] = None,
+    feedback_url: Annotated[str | None, typer.Option(help="Feedback service URL.")] = None,
 ) -> None:
-    """Seed a demo organisation and six weeks of kudos through the public API."""
+    """Seed a demo organisation, six weeks of kudos and two survey rounds via the APIs."""
     from services.demo.seed import seed
 
     _logging()
     settings = Settings()
-    seed(url or f"http://{settings.host}:{settings.recognition_port}", _api_key(settings))
+    seed(
+        url or f"http://{settings.host}:{settings.recognition_port}",
+        feedback_url or f"http://{settings.host}:{settings.feedback_port}",
+        _api_key(settings),
+    )
 
 
 def _api_key(settings: Settings) -> str:
@@ -178,9 +183,10 @@ def run(
 def _demo_when_ready(settings: Settings) -> None:
     from services.demo.seed import seed, wait_ready
 
-    url = f"http://{settings.host}:{settings.recognition_port}"
-    if wait_ready(url):
-        seed(url, _api_key(settings))
+    recognition = f"http://{settings.host}:{settings.recognition_port}"
+    feedback = f"http://{settings.host}:{settings.feedback_port}"
+    if wait_ready(recognition, feedback):
+        seed(recognition, feedback, _api_key(settings))
 
 
 def main() -> None:

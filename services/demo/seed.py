@@ -1,4 +1,4 @@
-"""Seed a demo org (~60 people, 7 teams) and ~6 weeks of skewed, realistic kudos.
+"""Seed a demo org (~60 people, 8 teams), ~6 weeks of skewed kudos and two survey rounds.
 
 Deterministic (fixed random seed, fixed event ids), so seeding twice counts once.
 """
@@ -15,8 +15,11 @@ import httpx
 
 from shared.settings import DEFAULT_DIMENSIONS
 
+from . import surveys
+
 log = logging.getLogger(__name__)
-TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people")
+TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people", "legal")
+SMALL_TEAM = "legal"  # three people: below the anonymity threshold, no trust figures
 FIRST = [
     "Ada",
     "Ben",
@@ -56,7 +59,7 @@ def build_people(rng: random.Random) -> list[dict[str, Any]]:
                        rng.choice(TIMEZONES))  # fmt: skip
         people.append(lead)
         n += 1
-        for _ in range(rng.randint(6, 9)):
+        for _ in range(rng.randint(6, 9) if team != SMALL_TEAM else 2):
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             people.append(_person(n, name, team, lead["id"], lead["timezone"]))
             n += 1
@@ -105,29 +108,38 @@ def build_recognitions(
     return out
 
 
-def wait_ready(url: str, timeout: float = 60.0) -> bool:
+def wait_ready(*urls: str, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    pending = list(urls)
+    while pending and time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
+            if httpx.get(f"{pending[0]}/readyz", timeout=2).status_code == 200:
+                pending.pop(0)
+                continue
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    log.error("recognition service at %s not ready after %s s; demo not seeded", url, timeout)
-    return False
+    if pending:
+        log.error("%s not ready after %s s; demo not seeded", pending[0], timeout)
+    return not pending
 
 
-def seed(url: str, api_key: str, now: datetime | None = None) -> None:
-    """Post the demo org and its kudos; safe to repeat."""
+def seed(
+    recognition_url: str, feedback_url: str, api_key: str, now: datetime | None = None
+) -> None:
+    """Post the demo org, its kudos and its survey rounds; safe to repeat."""
     rng = random.Random(7)
+    now = now or datetime.now(UTC)
     people = build_people(rng)
-    kudos = build_recognitions(rng, people, now or datetime.now(UTC))
+    kudos = build_recognitions(rng, people, now)
     headers = {"Authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+    with httpx.Client(base_url=recognition_url, headers=headers, timeout=30) as client:
         client.post("/v1/people/batch", json={"people": people}).raise_for_status()
         for start in range(0, len(kudos), 500):
             chunk = kudos[start : start + 500]
             client.post("/v1/recognitions/batch", json={"recognitions": chunk}).raise_for_status()
-    log.info("demo seeded: %d people in %d teams, %d recognitions over %d days",
-             len(people), len(TEAMS), len(kudos), DAYS)  # fmt: skip
+    with httpx.Client(base_url=feedback_url, headers=headers, timeout=30) as client:
+        responses = surveys.post_rounds(client, rng, people, now)
+    log.info("demo seeded: %d people in %d teams, %d recognitions over %d days, "
+             "%d survey responses in %d rounds", len(people), len(TEAMS), len(kudos), DAYS,
+             responses, len(surveys.ROUNDS))  # fmt: skip

@@ -1,4 +1,4 @@
-"""The whole stack from `rapport run`: kudos over HTTP show up, exact, on /metrics."""
+"""The whole stack from `rapport run`: kudos and survey answers over HTTP, exact on /metrics."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, 
         "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),
+        "RAPPORT_FEEDBACK_PORT": str(free_port()),
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
         "RAPPORT_DEMO": "1" if request.node.get_closest_marker("demo") else "0",
     }
@@ -110,6 +111,47 @@ def test_kudos_posted_over_http_show_up_exactly_on_metrics(stack: dict[str, str]
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_survey_answers_posted_over_http_show_up_from_k_respondents(
+    stack: dict[str, str],
+) -> None:
+    api = f"http://127.0.0.1:{stack['RAPPORT_RECOGNITION_PORT']}"
+    feedback = f"http://127.0.0.1:{stack['RAPPORT_FEEDBACK_PORT']}"
+    metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
+    key_file = Path(stack["RAPPORT_VAR_DIR"]) / "dev-api-key"
+    wait_until(lambda: _ok(f"{feedback}/readyz") and key_file.exists(), timeout=60)
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    team = [{"id": f"g{i}", "name": f"G {i}", "email": f"g{i}@x.io", "team_id": "gamma",
+             "manager_id": "g0" if i else None} for i in range(6)]  # fmt: skip
+    with httpx.Client(headers=headers) as client:
+        assert client.post(f"{api}/v1/people/batch", json={"people": team}).status_code == 202
+        items = [i["id"] for i in client.get(f"{feedback}/v1/questions").json()["items"]]
+        for i in range(1, 6):  # five reports answer: 4 everywhere but growth, eNPS 10 or 6
+            answers = {item: 2 if item == "growth" else 4 for item in items}
+            body = {"survey_id": "q4", "respondent_id": f"g{i}", "answers": answers,
+                    "enps": 10 if i <= 3 else 6}  # fmt: skip
+            r = client.post(f"{feedback}/v1/survey-responses", json=body)
+            assert r.status_code == 202, r.text
+        prediction = {"survey_id": "q4", "leader_id": "g0", "predicted": {"growth": 4}}
+        assert client.post(f"{feedback}/v1/self-assessments", json=prediction).status_code == 202
+    # Hand-computed: 6 of 7 dimensions all favorable, growth none -> 100 x 6/7.
+    expected = {
+        'rapport_trust_index{team="gamma",window="28d"}': 600 / 7,
+        'rapport_trust_enps{team="gamma",window="7d"}': 100 * (3 - 2) / 5,
+        'rapport_trust_participation_ratio{team="gamma",window="28d"}': 5 / 6,
+        'rapport_trust_score{dimension="growth",team="gamma",window="28d"}': 2.0,
+        'rapport_trust_perception_gap{dimension="growth",team="gamma",window="28d"}': 2.0,
+    }
+
+    def exact() -> bool:
+        try:
+            samples = parse(httpx.get(metrics).text)
+        except httpx.HTTPError:
+            return False
+        return {k: samples.get(k) for k in expected} == pytest.approx(expected)
+
+    wait_until(exact, timeout=60)
+
+
 @pytest.mark.demo
 def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]) -> None:
     metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
@@ -121,7 +163,8 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
             return None
         members = [k for k in samples if k.startswith("rapport_team_active_members")]
         totals = [k for k in samples if k.startswith("rapport_recognitions_total")]
-        return samples if len(members) == 7 and len(totals) >= 7 * 5 else None
+        trust = [k for k in samples if k.startswith("rapport_trust_index") and "28d" in k]
+        return samples if len(members) == 8 and len(totals) >= 35 and len(trust) == 7 else None
 
     samples = wait_until(seeded, timeout=90)
     coverage = [v for k, v in samples.items() if k.startswith("rapport_recognition_coverage")]
@@ -134,7 +177,13 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert max(cross) > 0
     gini = [v for k, v in samples.items() if k.startswith("rapport_recognition_gini")]
     assert max(gini) > 0.3  # a few people get a lot
-    assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 56
+    assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 59
+    # Trust: every team but the three-person one, whose figures must not exist at all.
+    assert not [k for k in samples if k.startswith("rapport_trust") and 'team="legal"' in k]
+    index = [v for k, v in samples.items() if k.startswith("rapport_trust_index")]
+    assert 20 < min(index) < max(index) < 95  # teams differ, none perfect
+    gaps = [v for k, v in samples.items() if k.startswith("rapport_trust_perception_gap")]
+    assert sum(g > 0 for g in gaps) > 2 * sum(g < 0 for g in gaps)  # leaders mostly overrate
 
 
 def _ok(url: str) -> bool:
