@@ -1,10 +1,15 @@
-"""API keys with scopes (ARCHITECTURE §4): 401 without a valid key, 403 with the wrong scope."""
+"""API keys with scopes and rate limits (ARCHITECTURE §4).
+
+401 without a valid key, 403 with the wrong scope, 429 past the key's rate limit.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -37,25 +42,54 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class TokenBucket:
+    """``rate`` requests a second on average, in bursts of up to ``rate`` (at least one)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+
+    def take(self) -> float:
+        """Take one token; return 0, or the seconds to wait when there is none."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
 class ApiKeys:
-    def __init__(self, configs: list[KeyConfig]) -> None:
+    def __init__(self, configs: list[KeyConfig], rate_limit: float = 0) -> None:
         unknown = {s for c in configs for s in c.scopes} - SCOPES
         if unknown:
             raise ValueError(f"unknown scope(s) in RAPPORT_API_KEYS: {sorted(unknown)}")
         self._clients = {_digest(c.key): Client(c.name, c.scopes) for c in configs}
+        # Per key and per replica: a runaway client cannot flood the broker.
+        self._buckets = {c.name: TokenBucket(rate_limit) for c in configs} if rate_limit else {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:
         """Load configured keys; in embedded mode without keys, use the dev key."""
+        limit = settings.rate_limit_per_s
         if settings.api_keys is not None:
             raw = settings.api_keys.get_secret_value()
-            return cls(TypeAdapter(list[KeyConfig]).validate_json(raw))
+            return cls(TypeAdapter(list[KeyConfig]).validate_json(raw), limit)
         if not settings.embedded:
             raise RuntimeError("RAPPORT_API_KEYS must be set outside embedded mode")
-        return cls([KeyConfig(name=DEV_CLIENT, key=ensure_dev_key(settings), scopes=SCOPES)])
+        dev = KeyConfig(name=DEV_CLIENT, key=ensure_dev_key(settings), scopes=SCOPES)
+        return cls([dev], limit)
 
     def authenticate(self, token: str) -> Client | None:
         return self._clients.get(_digest(token))
+
+    def wait_needed(self, client: Client) -> float:
+        """Seconds until ``client`` may send again (0: now)."""
+        bucket = self._buckets.get(client.name)
+        return bucket.take() if bucket is not None else 0.0
 
 
 def ensure_dev_key(settings: Settings) -> str:
@@ -92,6 +126,10 @@ def require(scope: str) -> Callable[..., Awaitable[Client]]:
             )
         if scope not in client.scopes:
             raise HTTPException(403, f"this API key lacks the {scope!r} scope")
+        wait = keys.wait_needed(client)
+        if wait:
+            retry = str(max(1, math.ceil(wait)))
+            raise HTTPException(429, "rate limit exceeded; retry later", {"Retry-After": retry})
         return client
 
     return dependency

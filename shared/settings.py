@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default=None, description="Consumer session timeout; default 6 s embedded, 30 s else."
     )
     publish_timeout_s: float = 5.0
+    rate_limit_per_s: float = Field(
+        default=5000, ge=0, description="Write requests a second per API key and replica; 0 = off."
+    )
     anonymity_k: int = Field(
         default=5, ge=3, description="Fewest distinct respondents behind any trust figure."
     )

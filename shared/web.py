@@ -111,7 +111,8 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     return _error(422, "invalid_request", message, errors=errors)
 
 
-HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 429: "rate_limited"}  # fmt: skip
 
 
 def _http_error(_: Request, exc: Exception) -> Response:

@@ -151,3 +151,17 @@ def test_503_with_retry_after_when_the_broker_is_gone(
     assert response.json()["error"] == "broker_unavailable"
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_429_with_retry_after_past_the_rate_limit(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAPPORT_RATE_LIMIT_PER_S", "0.01")  # one request, then one per 100 s
+    key = ensure_dev_key(settings)
+    with TestClient(create(Settings()), headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+        limited = c.post("/v1/recognitions", json=KUDOS)
+    assert limited.status_code == 429
+    assert limited.json()["error"] == "rate_limited"
+    assert 90 <= int(limited.headers["Retry-After"]) <= 100
+    assert recognitions(settings) == []
