@@ -8,10 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from services.aggregator import trust
 from shared import trust as tr
 from shared.events import SelfAssessed, SurveyResponded, TeamTrust
+from shared.settings import Settings
 
 K = 5
 DIMS = {"direction": "direction", "growth": "growth"}
@@ -176,3 +178,12 @@ def test_iso_week_and_trailing_windows() -> None:
         datetime(2026, 11, 16, tzinfo=UTC),
         datetime(2026, 11, 23, tzinfo=UTC),
     )
+
+
+@pytest.mark.parametrize("name", ["RAPPORT_ANONYMITY_K", "RAPPORT_COMMENT_K"])
+def test_thresholds_can_never_be_set_below_3(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "2")
+    with pytest.raises(ValidationError, match="greater than or equal to 3"):
+        Settings()
+    monkeypatch.setenv(name, "3")
+    assert Settings().anonymity_k + Settings().comment_k == 3 + 5
