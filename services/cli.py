@@ -71,6 +71,12 @@ def feedback() -> None:
 
 
 @app.command()
+def digest() -> None:
+    """Run the digest service (weekly e-mails to managers; embedded: saved to var/outbox)."""
+    _serve("digest", Settings().digest_port)
+
+
+@app.command()
 def metrics() -> None:
     """Run the metrics service (/metrics for Prometheus)."""
     _serve("metrics", Settings().metrics_port)
@@ -92,7 +98,7 @@ def demo(
     url: Annotated[str | None, typer.Option(help="Recognition service URL.")] = None,
     feedback_url: Annotated[str | None, typer.Option(help="Feedback service URL.")] = None,
 ) -> None:
-    """Seed a demo organisation, six weeks of kudos and two survey rounds via the APIs."""
+    """Seed a demo organisation, nine weeks of kudos and two survey rounds via the APIs."""
     from services.demo.seed import seed
 
     _logging()
@@ -156,6 +162,7 @@ def run(
     manager.add_process("recognition", f"{exe} recognition")
     manager.add_process("feedback", f"{exe} feedback")
     manager.add_process("metrics", f"{exe} metrics")
+    manager.add_process("digest", f"{exe} digest")
     for i in range(aggregators):
         manager.add_process(f"aggregator.{i + 1}", f"{exe} aggregator")
     base = f"http://{settings.host}"
@@ -163,6 +170,7 @@ def run(
         "recognition": f"{base}:{settings.recognition_port}/docs",
         "feedback": f"{base}:{settings.feedback_port}/docs",
         "metrics": f"{base}:{settings.metrics_port}/metrics",
+        "digest": f"{base}:{settings.digest_port}/docs",
     }
     for name, url in urls.items():
         typer.echo(f"  {name:<12} {url}")

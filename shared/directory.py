@@ -42,6 +42,25 @@ class DirectoryView(TopicView):
         """Active people whose manager is ``manager_id``."""
         return [p for p in self._people.values() if p.manager_id == manager_id and p.active]
 
+    def led_team(self, leader: Person) -> str:
+        """The team a leader's reports are in (their own, if the reports span teams).
+
+        Raise ``ValueError`` when that is not one team.
+        """
+        teams = {p.team_id for p in self.reports(leader.id)}
+        if not teams:
+            raise ValueError(f"{leader.id!r} manages no active people")
+        if len(teams) == 1:
+            return teams.pop()
+        if leader.team_id in teams:
+            return leader.team_id
+        raise ValueError(f"{leader.id!r} leads several teams: {sorted(teams)}")
+
+    def managers(self) -> list[Person]:
+        """Active people with at least one active report, by id."""
+        ids = {p.manager_id for p in self._people.values() if p.active and p.manager_id}
+        return [p for i in sorted(ids) if (p := self._people.get(i)) is not None and p.active]
+
     def members(self, team_id: str) -> list[Person]:
         """Active members of ``team_id``, by id."""
         return [self._people[p] for p in sorted(self._teams.get(team_id, ()))]

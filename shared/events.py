@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -23,6 +23,7 @@ PERSON = "rapport.directory.person.v1"
 TEAM_SNAPSHOT = "rapport.metrics.team_snapshot.v1"
 SURVEY_RESPONSE = "rapport.feedback.survey_response.v1"
 SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
+DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 MAX_RECIPIENTS = 20
@@ -203,3 +204,15 @@ class TeamSnapshot(Event):
     days: dict[str, DayActivity] = {}  # ISO date -> activity, recent days only
     totals: dict[str, int] = {}  # value -> recipient-recognitions, all time
     trust: TeamTrust = TeamTrust()
+
+
+class DigestDelivery(Event):
+    """One step of sending a manager's digest for a week: claimed, then sent or failed."""
+
+    manager_id: Id
+    week: str = Field(pattern=r"^\d{4}-W\d{2}$")
+    state: Literal["claimed", "sent", "failed"]
+    owner: str  # the digest replica that wrote it
+    until: datetime | None = None  # a claim's lease
+    message_id: str | None = None
+    reason: str | None = None

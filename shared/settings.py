@@ -57,6 +57,21 @@ class Settings(BaseSettings):
     questions_file: Path | None = Field(
         default=None, description="YAML survey catalogue; unset = one item per dimension."
     )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server; unset in embedded mode = local sink to var/outbox."
+    )
+    smtp_port: int = 2525
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Rapport <rapport@localhost>"
+    digest_weekday: int = Field(default=1, ge=1, le=7, description="ISO weekday: 1 = Monday.")
+    digest_hour: int = Field(default=9, ge=0, le=23, description="Local hour of the manager.")
+    digest_check_s: float = Field(
+        default=30, gt=0, description="How often to look for due digests."
+    )
+    digest_attempts: int = Field(default=5, ge=1, description="SMTP tries before giving up.")
+    digest_backoff_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles.")
     demo: bool = Field(default=True, description="Seed demo data on `rapport run` (embedded).")
     host: str = "127.0.0.1"
     recognition_port: int = 8001
@@ -84,3 +99,7 @@ class Settings(BaseSettings):
     @property
     def dev_key_file(self) -> Path:
         return self.var_dir / "dev-api-key"
+
+    @property
+    def outbox(self) -> Path:
+        return self.var_dir / "outbox"

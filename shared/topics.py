@@ -14,6 +14,8 @@ RECOGNITION = "rapport.recognition.v1"
 SURVEY = "rapport.feedback.survey.v1"
 DIRECTORY = "rapport.directory.people.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
+# Digest deliveries per (manager, ISO week): claims and outcomes, so each is sent once.
+DIGEST_LOG = "rapport.digest.deliveries.v1"
 # Internal: recognitions fanned out per team, keyed by team id (aggregator stage 2 input).
 TEAM_FACTS = "rapport.aggregator.team-facts.v1"
 AGGREGATOR_APP_ID = "rapport-aggregator"
@@ -47,6 +49,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),
         TopicSpec(DIRECTORY, 4, compacted=True),
         TopicSpec(SNAPSHOTS, 4, compacted=True),
+        TopicSpec(DIGEST_LOG, 4, compacted=True),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Seed a demo org (~60 people, 8 teams), ~6 weeks of skewed kudos and two survey rounds.
+"""Seed a demo org (~60 people, 8 teams), ~9 weeks of skewed kudos and two survey rounds.
 
 Deterministic (fixed random seed, fixed event ids), so seeding twice counts once.
 """
@@ -48,7 +48,7 @@ MESSAGES = (
     "Great write-up; it made the decision easy for everyone.",
     "You listened, and it changed how we planned the sprint.",
 )
-DAYS = 42
+DAYS = 63  # the digest's eight-week trend, and a little more
 
 
 def build_people(rng: random.Random) -> list[dict[str, Any]]:

@@ -61,18 +61,6 @@ async def _person(directory: DirectoryView, person_id: str, field: str) -> Perso
     return person
 
 
-def led_team(directory: DirectoryView, leader: Person) -> str:
-    """The team a leader's direct reports are in (their own, if the reports span teams)."""
-    teams = {p.team_id for p in directory.reports(leader.id)}
-    if not teams:
-        raise InvalidInput("leader_id", f"{leader.id!r} manages no active people")
-    if len(teams) == 1:
-        return teams.pop()
-    if leader.team_id in teams:
-        return leader.team_id
-    raise InvalidInput("leader_id", f"{leader.id!r} leads several teams: {sorted(teams)}")
-
-
 def _record(
     kind: str, event: Event, team_id: str, event_id: str, client: Client, time: datetime
 ) -> Record:
@@ -135,7 +123,10 @@ async def accept_self_assessment(
         raise InvalidInput("predicted", str(exc).removeprefix("predicted: ")) from None
     time = event_time(body.submitted_at, "submitted_at")
     leader = await _person(directory, body.leader_id, "leader_id")
-    team_id = led_team(directory, leader)
+    try:
+        team_id = directory.led_team(leader)
+    except ValueError as exc:
+        raise InvalidInput("leader_id", str(exc)) from None
     event = SelfAssessed(
         survey_id=body.survey_id, leader_id=leader.id, team_id=team_id, predicted=body.predicted
     )

@@ -1,0 +1,176 @@
+"""Routes of the digest service and its weekly schedule (contract: ARCHITECTURE §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time, timedelta
+from email.message import EmailMessage
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from shared.auth import ApiKeys, Client, require
+from shared.directory import DirectoryView
+from shared.errors import InvalidInput, NotFound
+from shared.events import Person
+from shared.kafka import Publisher
+from shared.questions import catalogue
+from shared.settings import Settings
+from shared.snapshots import SnapshotView
+from shared.web import create_app
+
+from . import mail, render, service
+from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
+
+log = logging.getLogger(__name__)
+AdminDep = Annotated[Client, Depends(require("digest:admin"))]
+Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
+router = APIRouter(prefix="/v1/digests")
+
+
+class RunResult(BaseModel):
+    week: str
+    outcomes: dict[str, Outcome]  # manager id -> what happened
+
+
+class Digests:
+    """Everything a digest needs: directory, snapshots, the delivery log, the sender."""
+
+    def __init__(self, settings: Settings, deliverer: Deliverer) -> None:
+        self.settings = settings
+        self.directory = DirectoryView(settings)
+        self.snapshots = SnapshotView(settings)
+        self.deliverer = deliverer
+        self.questions = catalogue(settings)
+
+    def build(self, manager_id: str, week: str) -> service.Digest:
+        return service.build(manager_id, week, self.directory, self.snapshots.get, self.questions)
+
+    async def send(self, manager: Person, week: str, *, retry_failed: bool) -> Outcome:
+        def message() -> EmailMessage:
+            d = self.build(manager.id, week)
+            return render.message(d, self.settings.mail_from, self.settings.anonymity_k)
+
+        return await self.deliverer.deliver(manager.id, week, message, retry_failed=retry_failed)
+
+
+def due_week(manager: Person, now: datetime, settings: Settings) -> str | None:
+    """The week whose digest is due for ``manager`` now: the last one, once its hour came."""
+    tz = ZoneInfo(manager.timezone)
+    local = now.astimezone(tz)
+    monday = local.date() - timedelta(days=local.isoweekday() - 1)
+    due_day = monday + timedelta(days=settings.digest_weekday - 1)
+    if local < datetime.combine(due_day, time(settings.digest_hour), tz):
+        return None
+    return service.week_label(monday - timedelta(days=7))
+
+
+def _week(week: str | None) -> str:
+    """The requested week, checked; by default the last complete ISO week (UTC)."""
+    today = datetime.now(UTC).date()
+    if week is None:
+        return service.week_label(today - timedelta(days=7))
+    try:
+        first_day: date = service.parse_week(week)
+    except ValueError as exc:
+        raise InvalidInput("week", str(exc)) from None
+    if first_day > today:
+        raise InvalidInput("week", f"{week} has not started yet")
+    return week
+
+
+def get_digests(request: Request) -> Digests:
+    digests: Digests = request.app.state.digests
+    return digests
+
+
+DigestsDep = Annotated[Digests, Depends(get_digests)]
+
+
+@router.get("/{manager_id}/preview", response_class=HTMLResponse)
+async def preview(manager_id: str, _: AdminDep, digests: DigestsDep, week: Week = None) -> str:
+    """The digest's HTML exactly as it would be sent for ``week`` (default: last week)."""
+    await digests.directory.sync()
+    try:
+        d = digests.build(manager_id, _week(week))
+    except service.NotAManager as exc:
+        raise NotFound(str(exc)) from None
+    return render.preview(d, digests.settings.anonymity_k)
+
+
+@router.post("/run", response_model=RunResult)
+async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
+    """Send ``week``'s digests now to every manager not sent one yet (failed ones again)."""
+    label = _week(week)
+    await digests.directory.sync()
+    outcomes = {
+        m.id: await digests.send(m, label, retry_failed=True) for m in digests.directory.managers()
+    }
+    return RunResult(week=label, outcomes=outcomes)
+
+
+async def send_due(digests: Digests) -> None:
+    """Send every digest that is due and not sent yet."""
+    for manager in digests.directory.managers():
+        week = due_week(manager, datetime.now(UTC), digests.settings)
+        if week is not None:
+            await digests.send(manager, week, retry_failed=False)
+
+
+async def _schedule(digests: Digests) -> None:
+    while True:
+        # Wait first: at start-up, give the views a moment to take in what others publish.
+        await asyncio.sleep(digests.settings.digest_check_s)
+        try:
+            await send_due(digests)
+        except Exception:
+            log.exception("sending due digests failed; trying again in the next round")
+
+
+def create(settings: Settings | None = None) -> FastAPI:
+    """Build the digest service app, with the weekly schedule running inside it."""
+    settings = settings or Settings()
+    host = mail.smtp_host(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.api_keys = ApiKeys.from_settings(settings)
+        sink = mail.start_outbox(settings) if settings.smtp_host is None else None
+        publisher = Publisher(settings)
+        deliveries = DeliveryLog(settings)
+        sender = mail.SmtpSender(settings, host)
+        metrics = DigestMetrics(app.state.registry)
+        app.state.digests = digests = Digests(
+            settings, Deliverer(settings, deliveries, publisher, sender, metrics)
+        )
+        await publisher.start()
+        for view in (digests.directory, digests.snapshots, deliveries):
+            await view.start()
+        schedule = asyncio.create_task(_schedule(digests), name="digest-schedule")
+        app.state.publisher = publisher
+        try:
+            yield
+        finally:
+            schedule.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await schedule
+            for view in (deliveries, digests.snapshots, digests.directory):
+                await view.stop()
+            await publisher.stop()
+            if sink is not None:
+                sink.stop()
+
+    async def ready(app: FastAPI) -> bool:
+        publisher: Publisher = app.state.publisher
+        return await publisher.ping()
+
+    app = create_app("Rapport digest service", lifespan, ready)
+    app.include_router(router)
+    return app

@@ -1,0 +1,161 @@
+"""Send each (manager, week) digest once, across restarts and replicas, and never lose one.
+
+The delivery log is a compacted topic keyed by ``manager/week``. A replica that wants to
+send first appends a *claim* with a lease, reads the log back, and sends only if the
+first live claim is its own: the log's order decides between replicas. The outcome,
+``sent`` or ``failed``, is appended after the SMTP server answers. A replica that dies
+holding a claim leaves it to expire; the digest is then sent by whoever claims next
+(if it died after the SMTP server accepted the mail but before logging it, that one
+digest goes out twice: the only case that can).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from shared import topics
+from shared.codec import CloudEvent, CodecError, decode
+from shared.events import DIGEST_DELIVERY, DigestDelivery
+from shared.kafka import Publisher, Record
+from shared.settings import Settings
+from shared.views import TopicView
+
+from .mail import PermanentFailure
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=5)  # longer than every SMTP try and back-off together
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"
+    BUSY = "busy"  # another replica holds a live claim
+    FAILED = "failed"
+
+
+class DeliveryLog(TopicView):
+    topic = topics.DIGEST_LOG
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._entries: dict[str, list[DigestDelivery]] = {}
+
+    def apply(
+        self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+    ) -> None:
+        if key is None or value is None:
+            return
+        try:
+            entry = DigestDelivery.model_validate(decode(headers, value).data)
+        except (CodecError, ValidationError) as exc:
+            log.warning("invalid delivery record %r ignored: %s", key, exc)
+            return
+        entries = self._entries.setdefault(key.decode(), [])
+        if entry.state != "claimed":
+            entries.clear()  # an outcome settles every claim before it
+        entries.append(entry)
+
+    def outcome(self, key: str) -> str | None:
+        entries = self._entries.get(key, [])
+        return entries[0].state if entries and entries[0].state != "claimed" else None
+
+    def holder(self, key: str, now: datetime) -> str | None:
+        """The replica whose claim came first among the live ones."""
+        live = (e for e in self._entries.get(key, []) if e.until is not None and e.until > now)
+        return next((e.owner for e in live), None)
+
+
+class DigestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sends = Counter(
+            "rapport_digest_sends", "Digest e-mails accepted by the SMTP server.", registry=registry
+        )
+        self.failures = Counter(
+            "rapport_digest_failures",
+            "Digests given up on: the SMTP server refused them, or every try failed.",
+            ["reason"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "rapport_digest_retries", "SMTP tries repeated after a transient error.",
+            registry=registry,
+        )  # fmt: skip
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        deliveries: DeliveryLog,
+        publisher: Publisher,
+        send: Callable[[EmailMessage], Awaitable[Any]],
+        metrics: DigestMetrics,
+    ) -> None:
+        self._settings = settings
+        self._log = deliveries
+        self._publisher = publisher
+        self._send = send
+        self._metrics = metrics
+        self.replica = uuid.uuid4().hex
+
+    async def _append(self, manager_id: str, week: str, state: str, **extra: Any) -> None:
+        entry = DigestDelivery(manager_id=manager_id, week=week, state=state,
+                               owner=self.replica, **extra)  # fmt: skip
+        now = datetime.now(UTC)
+        ce = CloudEvent(uuid.uuid4().hex, "/rapport/digest", DIGEST_DELIVERY, now,
+                        entry.model_dump(mode="json"))  # fmt: skip
+        await self._publisher.publish([Record.of(topics.DIGEST_LOG, f"{manager_id}/{week}", ce)])
+
+    async def deliver(
+        self, manager_id: str, week: str, build: Callable[[], EmailMessage], *, retry_failed: bool
+    ) -> Outcome:
+        """Send one digest unless it was sent, or another replica is sending it."""
+        key = f"{manager_id}/{week}"
+        await self._log.sync()
+        outcome = self._log.outcome(key)
+        if outcome == "sent" or (outcome == "failed" and not retry_failed):
+            return Outcome.ALREADY_SENT
+        if self._log.holder(key, datetime.now(UTC)) is not None:
+            return Outcome.BUSY
+        await self._append(manager_id, week, "claimed", until=datetime.now(UTC) + LEASE)
+        await self._log.sync()
+        if self._log.holder(key, datetime.now(UTC)) != self.replica:
+            return Outcome.BUSY
+        message = build()
+        try:
+            await self._send_with_retries(message)
+        except PermanentFailure as exc:
+            self._metrics.failures.labels(exc.reason).inc()
+            log.error("digest %s not delivered: %s", key, exc)
+            await self._append(manager_id, week, "failed", reason=str(exc)[:500])
+            return Outcome.FAILED
+        self._metrics.sends.inc()
+        await self._append(manager_id, week, "sent", message_id=str(message["Message-ID"]))
+        log.info("digest %s sent to %s", key, message["To"])
+        return Outcome.SENT
+
+    async def _send_with_retries(self, message: EmailMessage) -> None:
+        delay = self._settings.digest_backoff_s
+        for attempt in range(1, self._settings.digest_attempts + 1):
+            try:
+                await self._send(message)
+                return
+            except PermanentFailure:
+                raise
+            except Exception as exc:  # transient: connection refused, 4xx, timeout
+                if attempt == self._settings.digest_attempts:
+                    raise PermanentFailure("retries_exhausted", repr(exc)) from exc
+                self._metrics.retries.inc()
+                log.warning("SMTP try %d failed (%r); retrying in %.1f s", attempt, exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2

@@ -1,0 +1,109 @@
+"""Turn a digest into an e-mail: HTML and plain text from jinja2 templates, a PNG chart.
+
+The preview renders the same HTML, with the chart as a data URI instead of a ``cid:``
+reference to the inline image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to PNG in memory
+
+import matplotlib.pyplot as plt
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from .service import UNRECOGNIZED_DAYS, Digest
+
+MISSING = "\u2013"  # an en dash where a figure is not available
+
+
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:.0f}%"
+
+
+def _signed(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.1f}"
+
+
+def _signed_pct(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:+.0f} pts"
+
+
+_env = Environment(
+    loader=PackageLoader("services.digest", "templates"),
+    autoescape=select_autoescape(["html.j2"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters.update(pct=_pct, signed=_signed, signed_pct=_signed_pct)
+
+
+def subject(d: Digest) -> str:
+    trust = f", trust {d.trust.index:.0f}" if d.trust else ""
+    return f"{d.team_id}, {d.week}: {d.received} recognitions{trust}"
+
+
+def chart(d: Digest) -> bytes:
+    """Bars: recognitions received per week; line: trust index (0-100) where published."""
+    fig, bars = plt.subplots(figsize=(5.6, 2.2), dpi=200)
+    try:
+        labels = [p.week[-3:] for p in d.trend]
+        bars.bar(labels, [p.received for p in d.trend], color="#93c5fd", label="recognitions")
+        bars.set_ylabel("recognitions", fontsize=7)
+        bars.tick_params(labelsize=7)
+        line = bars.twinx()
+        points = [(i, p.trust_index) for i, p in enumerate(d.trend) if p.trust_index is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            line.plot(xs, ys, color="#b45309", marker="o", linewidth=2, label="trust index")
+        line.set_ylim(0, 100)
+        line.set_ylabel("trust index", fontsize=7)
+        line.tick_params(labelsize=7)
+        for ax in (bars, line):
+            ax.spines[["top"]].set_visible(False)
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def html(d: Digest, chart_src: str, k: int) -> str:
+    return _env.get_template("digest.html.j2").render(
+        d=d, subject=subject(d), chart_src=chart_src, k=k, unrecognized_days=UNRECOGNIZED_DAYS
+    )
+
+
+def text(d: Digest, k: int) -> str:
+    return _env.get_template("digest.txt.j2").render(d=d, k=k, unrecognized_days=UNRECOGNIZED_DAYS)
+
+
+def preview(d: Digest, k: int) -> str:
+    """The HTML part exactly as sent, with the chart inlined for a browser."""
+    return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), k)
+
+
+def message(d: Digest, sender: str, k: int) -> EmailMessage:
+    """The e-mail: plain text, then HTML with the chart as a related inline image."""
+    msg = EmailMessage()
+    msg["Subject"] = subject(d)
+    msg["From"] = sender
+    msg["To"] = f"{d.manager.name} <{d.manager.email}>"
+    msg["Date"] = formatdate(localtime=False)
+    # Stable per (manager, week): a mail system that sees it twice can tell.
+    msg["Message-ID"] = f"<digest.{d.week}.{d.manager.id}@rapport>"
+    msg.set_content(text(d, k))
+    cid = make_msgid(domain="rapport")
+    msg.add_alternative(html(d, f"cid:{cid[1:-1]}", k), subtype="html")
+    [_, html_part] = msg.iter_parts()
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(chart(d), maintype="image", subtype="png", cid=cid, filename="trend.png")
+    return msg

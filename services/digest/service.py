@@ -1,0 +1,184 @@
+"""What a manager's weekly digest says, computed from the directory and team snapshots.
+
+Team figures are for the one team the manager leads; people are named only when they
+report to the manager. Trust figures come from k-anonymous blocks (``shared.trust``), so
+a team below k shows none.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from shared import appreciation as ap
+from shared import trust as tr
+from shared.directory import DirectoryView
+from shared.events import Person, TeamSnapshot
+from shared.questions import Catalogue
+
+from .actions import suggest
+
+UNRECOGNIZED_DAYS = 14
+TREND_WEEKS = 8
+TRUST_DAYS = 28
+
+
+class NotAManager(LookupError):
+    """The person has no active reports, or is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionRow:
+    dimension: str
+    score: float
+    favorable: float
+    change: float | None  # favorable share minus the one a week earlier
+    gap: float | None  # leader's predicted score minus the team's
+
+
+@dataclass(frozen=True, slots=True)
+class TrustPart:
+    index: float
+    change: float | None  # index points against the 28 days to a week earlier
+    dimensions: list[DimensionRow]
+    participation: float | None
+    enps: float | None
+    responses: int
+
+
+@dataclass(frozen=True, slots=True)
+class WeekPoint:
+    week: str
+    received: int
+    trust_index: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    manager: Person
+    team_id: str
+    week: str
+    first_day: date
+    last_day: date
+    received: int
+    given: int
+    top_values: list[tuple[str, int]]
+    coverage: float | None
+    coverage_before: float | None
+    cross_team: float | None
+    unrecognized: list[Person]
+    trust: TrustPart | None
+    trend: list[WeekPoint]
+    actions: list[str]
+
+
+def week_label(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def parse_week(week: str) -> date:
+    """The Monday of an ISO week ``YYYY-Www``; ``ValueError`` if it is not one."""
+    try:
+        year, number = week.split("-W")
+        if len(year) != 4 or len(number) != 2:
+            raise ValueError
+        return date.fromisocalendar(int(year), int(number), 1)
+    except ValueError:
+        raise ValueError(f"week {week!r} is not an ISO week like 2026-W47") from None
+
+
+def _trust(
+    snapshot: TeamSnapshot | None, last_day: date, members: int, order: tuple[str, ...]
+) -> TrustPart | None:
+    if snapshot is None:
+        return None
+    now = tr.figures(snapshot.trust, tr.trailing(last_day, TRUST_DAYS), members)
+    if now is None:
+        return None
+    before = tr.figures(
+        snapshot.trust, tr.trailing(last_day - timedelta(days=7), TRUST_DAYS), members
+    )
+    rows = [
+        DimensionRow(
+            dimension=d,
+            score=now.scores[d],
+            favorable=now.favorable[d],
+            change=now.favorable[d] - before.favorable[d] if before and d in before.favorable
+            else None,
+            gap=now.gap.get(d),
+        )
+        for d in order
+        if d in now.scores
+    ]  # fmt: skip
+    return TrustPart(
+        index=now.index,
+        change=now.index - before.index if before else None,
+        dimensions=rows,
+        participation=now.participation,
+        enps=now.enps,
+        responses=now.responses,
+    )
+
+
+def build(
+    manager_id: str,
+    week: str,
+    directory: DirectoryView,
+    snapshot_of: Callable[[str], TeamSnapshot | None],
+    questions: Catalogue,
+) -> Digest:
+    """The digest of ``manager_id`` about ISO week ``week``."""
+    manager = directory.get(manager_id)
+    if manager is None or not manager.active:
+        raise NotAManager(f"unknown or inactive person {manager_id!r}")
+    try:
+        team_id = directory.led_team(manager)
+    except ValueError as exc:
+        raise NotAManager(str(exc)) from None
+    first_day = parse_week(week)
+    last_day = first_day + timedelta(days=6)
+    snapshot = snapshot_of(team_id)
+    members = [p.id for p in directory.members(team_id)]
+    days = ap.window(snapshot, last_day, 7)
+    before = ap.window(snapshot, last_day - timedelta(days=7), 7)
+    values: Counter[str] = Counter()
+    for a in days:
+        values.update(a.values)
+    unrecognized = [
+        p
+        for p in sorted(directory.reports(manager.id), key=lambda p: p.name)
+        if not ap.received_by(ap.window(snapshot_of(p.team_id), last_day, UNRECOGNIZED_DAYS))
+        .get(p.id)
+    ]  # fmt: skip
+    trust = _trust(snapshot, last_day, len(members), questions.dimensions)
+    trend = []
+    for n in range(TREND_WEEKS - 1, -1, -1):
+        end = last_day - timedelta(weeks=n)
+        t = (
+            tr.figures(snapshot.trust, tr.trailing(end, TRUST_DAYS), len(members))
+            if snapshot
+            else None
+        )
+        received = sum(a.received_count for a in ap.window(snapshot, end, 7))
+        trend.append(WeekPoint(week_label(end), received, t.index if t else None))
+    coverage = ap.coverage(members, days)
+    return Digest(
+        manager=manager,
+        team_id=team_id,
+        week=week,
+        first_day=first_day,
+        last_day=last_day,
+        received=sum(a.received_count for a in days),
+        given=sum(a.given_count for a in days),
+        top_values=values.most_common(3),
+        coverage=coverage,
+        coverage_before=ap.coverage(members, before),
+        cross_team=ap.share(days, "cross_team"),
+        unrecognized=unrecognized,
+        trust=trust,
+        trend=trend,
+        actions=suggest(trust, unrecognized, coverage),
+    )

@@ -1,0 +1,147 @@
+"""What a digest says, against hand-computed values, and how it is rendered."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import pytest
+
+from services.aggregator import trust as agg
+from services.digest import render
+from services.digest.api import due_week
+from services.digest.service import Digest, NotAManager, build
+from shared import trust as tr
+from shared.directory import DirectoryView
+from shared.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
+from shared.questions import DEFAULT
+from shared.settings import DEFAULT_DIMENSIONS, Settings
+
+K = 5
+TUESDAY = datetime(2026, 11, 10, 10, tzinfo=UTC)  # in 2026-W46
+PEOPLE = [
+    Person(id="lee", name="Lee Lead", email="lee@x.io", team_id="alpha"),
+    *[Person(id=i, name=f"{i.upper()} Person", email=f"{i}@x.io", team_id="alpha",
+             manager_id="lee") for i in "abcde"],
+    Person(id="z", name="Zed", email="z@x.io", team_id="alpha", manager_id="a"),
+    Person(id="x", name="Xi Beta", email="x@x.io", team_id="beta", manager_id="lee"),
+    Person(id="y", name="Yu Beta", email="y@x.io", team_id="beta", manager_id="x"),
+    Person(id="w", name="Wu Beta", email="w@x.io", team_id="beta", manager_id="x"),
+]  # fmt: skip
+
+
+def directory() -> DirectoryView:
+    d = DirectoryView(Settings())
+    for p in PEOPLE:
+        d.put(p.id, p)
+    return d
+
+
+def answers(respondents: int, team: str, score: int) -> TeamSnapshot:
+    state = None
+    scores = dict.fromkeys(DEFAULT_DIMENSIONS, score) | {"growth": 2}
+    for n in range(respondents):
+        r = SurveyResponded(survey_id="s1", respondent=f"{n:032x}", team_id=team,
+                            answers=scores)  # fmt: skip
+        state = agg.respond(state, r, f"e{n}", TUESDAY + timedelta(minutes=n), K) or state
+    prediction = SelfAssessed(survey_id="s1", leader_id="lee", team_id=team,
+                              predicted={"growth": 5, "direction": 4})  # fmt: skip
+    state = agg.assess(state, prediction, "p1", TUESDAY)
+    trust = agg.team_trust(state, DEFAULT.dimension_of, K, K)
+    return TeamSnapshot(team_id=team, generated_at=TUESDAY, trust=trust)
+
+
+def snapshots() -> dict[str, TeamSnapshot]:
+    alpha = answers(5, "alpha", 4).model_copy(
+        update={
+            "days": {
+                "2026-11-10": DayActivity(received={"a": 2, "b": 1}, given={"b": 1, "a": 2},
+                                          values={"growth": 2, "direction": 1}, cross_team=1),
+                "2026-11-03": DayActivity(received={"a": 1}, given={"b": 1}, values={"growth": 1}),
+            }
+        }
+    )  # fmt: skip
+    beta = answers(3, "beta", 5)  # three respondents: below k
+    return {"alpha": alpha, "beta": beta}
+
+
+def digest(manager: str = "lee") -> Digest:
+    return build(manager, "2026-W46", directory(), snapshots().get, DEFAULT)
+
+
+def test_appreciation_figures_match_hand_computed_values() -> None:
+    d = digest()
+    assert d.team_id == "alpha"  # where lee's reports are (one of them is in beta)
+    assert (d.first_day.isoformat(), d.last_day.isoformat()) == ("2026-11-09", "2026-11-15")
+    assert (d.received, d.given) == (3, 3)
+    assert d.top_values == [("growth", 2), ("direction", 1)]
+    assert d.coverage == pytest.approx(2 / 7) and d.coverage_before == pytest.approx(1 / 7)
+    assert d.cross_team == pytest.approx(1 / 3)
+    # lee's own people with nothing in 14 days, by name; never z, who reports to a.
+    assert [p.id for p in d.unrecognized] == ["c", "d", "e", "x"]
+    assert [(p.week, p.received) for p in d.trend][-2:] == [("2026-W45", 1), ("2026-W46", 3)]
+    assert len(d.trend) == 8
+
+
+def test_trust_figures_suggestions_and_the_below_k_team() -> None:
+    d = digest()
+    assert d.trust is not None
+    f = tr.figures(snapshots()["alpha"].trust, tr.trailing(d.last_day, 28), 7)
+    assert f is not None and d.trust.index == pytest.approx(f.index)
+    assert d.trust.index == pytest.approx(100 * 6 / 7)  # growth 2 for all, the rest 4
+    growth = next(r for r in d.trust.dimensions if r.dimension == "growth")
+    assert (growth.score, growth.favorable, growth.gap) == (2.0, 0.0, 3.0)
+    assert d.trust.change is None  # nothing published in the 28 days to a week earlier
+    assert d.actions[0].startswith("Ask each report in your next 1:1")  # weakest: growth
+    assert d.actions[1].startswith("You rated growth 3.0 points higher")  # largest gap
+    assert d.actions[2].startswith("Recognize C Person, D Person, E Person and 1 more")
+    beta = build("x", "2026-W46", directory(), snapshots().get, DEFAULT)
+    assert beta.team_id == "beta" and beta.trust is None
+    text = render.text(beta, K)
+    assert "Not enough survey answers yet" in text and "Trust index" not in text
+
+
+def test_only_managers_get_a_digest() -> None:
+    with pytest.raises(NotAManager):
+        digest("c")
+    with pytest.raises(NotAManager):
+        digest("nobody")
+
+
+def test_the_email_has_text_html_and_the_chart_inline() -> None:
+    d = digest()
+    msg = render.message(d, "Rapport <r@x.io>", K)
+    assert msg["To"] == "Lee Lead <lee@x.io>"
+    assert msg["Message-ID"] == "<digest.2026-W46.lee@rapport>"
+    assert msg["Subject"] == "alpha, 2026-W46: 3 recognitions, trust 86"
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)
+    assert "Recognitions received: 3" in plain.get_content()
+    [image] = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    cid = str(image["Content-ID"]).strip("<>")
+    assert f'src="cid:{cid}"' in html.get_content()
+    assert image.get_content()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The preview is the same HTML, with the chart inlined for a browser.
+    preview = render.preview(d, K)
+    assert (
+        re.sub(r'src="data:image/png;base64,[^"]+"', "SRC", preview).strip()
+        == re.sub(r'src="cid:[^"]+"', "SRC", html.get_content()).strip()
+    )
+
+
+@pytest.mark.parametrize(
+    ("timezone", "now", "week"),
+    [
+        ("Asia/Tokyo", datetime(2026, 11, 23, 0, 30, tzinfo=UTC), "2026-W47"),  # Mon 09:30
+        ("Europe/Berlin", datetime(2026, 11, 23, 6, 30, tzinfo=UTC), None),  # Mon 07:30
+        ("Europe/Berlin", datetime(2026, 11, 23, 8, 0, tzinfo=UTC), "2026-W47"),  # Mon 09:00
+        ("America/New_York", datetime(2026, 11, 23, 0, 30, tzinfo=UTC), "2026-W46"),  # Sun
+    ],
+)
+def test_a_digest_is_due_at_nine_on_monday_in_the_managers_timezone(
+    timezone: str, now: datetime, week: str | None
+) -> None:
+    manager = PEOPLE[0].model_copy(update={"timezone": timezone})
+    assert due_week(manager, now, Settings()) == week
