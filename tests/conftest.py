@@ -84,11 +84,13 @@ def spawn(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]
     """Start ``rapport <args>`` processes; all are stopped after the test."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        *args: str, log: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
-            env={**os.environ, **env},
+            env={**os.environ, **env, **(extra_env or {})},
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

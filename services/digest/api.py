@@ -124,7 +124,7 @@ async def send_due(digests: Digests) -> None:
             await digests.send(manager, week, retry_failed=False)
 
 
-async def _schedule(digests: Digests) -> None:
+async def _schedule(digests: Digests, metrics: DigestMetrics) -> None:
     while True:
         # Wait first: at start-up, give the views a moment to take in what others publish.
         await asyncio.sleep(digests.settings.digest_check_s)
@@ -132,6 +132,8 @@ async def _schedule(digests: Digests) -> None:
             await send_due(digests)
         except Exception:
             log.exception("sending due digests failed; trying again in the next round")
+        else:
+            metrics.rounds.inc()
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -153,7 +155,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         for view in (digests.directory, digests.snapshots, deliveries):
             await view.start()
-        schedule = asyncio.create_task(_schedule(digests), name="digest-schedule")
+        schedule = asyncio.create_task(_schedule(digests, metrics), name="digest-schedule")
         app.state.publisher = publisher
         try:
             yield

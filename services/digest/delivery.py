@@ -86,6 +86,11 @@ class DigestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.rounds = Counter(
+            "rapport_digest_schedule_rounds",
+            "Rounds of the weekly schedule completed (each sends whatever is due).",
+            registry=registry,
+        )
         self.retries = Counter(
             "rapport_digest_retries", "SMTP tries repeated after a transient error.",
             registry=registry,
