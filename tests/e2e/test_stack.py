@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import shutil
 import subprocess
@@ -51,6 +53,10 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, 
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),
         "RAPPORT_FEEDBACK_PORT": str(free_port()),
+        "RAPPORT_DIGEST_PORT": str(free_port()),
+        "RAPPORT_SMTP_PORT": str(free_port()),
+        "RAPPORT_DIGEST_CHECK_S": "20",  # after the demo data is in
+        "RAPPORT_DIGEST_HOUR": "0",  # due for every manager, whatever the time zone
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
         "RAPPORT_DEMO": "1" if request.node.get_closest_marker("demo") else "0",
     }
@@ -184,6 +190,20 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert 20 < min(index) < max(index) < 95  # teams differ, none perfect
     gaps = [v for k, v in samples.items() if k.startswith("rapport_trust_perception_gap")]
     assert sum(g > 0 for g in gaps) > 2 * sum(g < 0 for g in gaps)  # leaders mostly overrate
+
+    # Digests for the nine managers land in var/outbox through the local SMTP sink.
+    outbox = Path(stack["RAPPORT_VAR_DIR"]) / "outbox"
+    files = wait_until(lambda: len(list(outbox.glob("*.eml"))) == 9 and list(outbox.glob("*")))
+    digests = {}
+    for f in files:
+        message = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("plain",))
+        assert body is not None and message.get_body(("html",)) is not None
+        digests[str(message["To"])] = (str(message["Subject"]), body.get_content())
+    legal = [text for subject, text in digests.values() if subject.startswith("legal,")]
+    assert legal and all("Trust index" not in t for t in legal)
+    others = [text for subject, text in digests.values() if not subject.startswith("legal,")]
+    assert all("Trust index" in t for t in others)
 
 
 def _ok(url: str) -> bool:
