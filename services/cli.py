@@ -54,6 +54,8 @@ def broker() -> None:
 def _serve(module: str, port: int) -> None:
     import uvicorn
 
+    _logging()
+
     factory = f"services.{module}.api:create"
     uvicorn.run(factory, factory=True, host=Settings().host, port=port, log_level="info")
 

@@ -186,6 +186,9 @@ def test_each_manager_gets_one_digest_whose_numbers_match_metrics(
     assert outcomes == {"bo": "already_sent", "fay": "already_sent", "lee": "already_sent",
                         "rex": "failed"}  # fmt: skip  # ...but an admin's run tries it again
     assert box.refused == 2 and len(box.messages) == 3
+    logs = "".join(p.read_text() for p in tmp_path.glob("digest*.log"))
+    assert re.search(r"digest rex/\d{4}-W\d{2} not delivered: refused", logs)
+    assert "digest lee/" in logs and "sent to Lee Person <lee@x.io>" in logs
     after = parse(httpx.get(f"{url}/metrics").text)
     assert after['rapport_digest_failures_total{reason="refused"}'] == 1.0
     preview = httpx.get(f"{url}/v1/digests/lee/preview", params={"week": week[0]},
