@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.gaps import GapGuard
 
@@ -51,3 +52,30 @@ def test_a_seek_resets_the_expectation_and_partitions_are_independent() -> None:
     guard.expect("a", 1)  # e.g. back to the committed offset after a rebalance
     assert guard.admit("a", recs(1, 2)) == (recs(1, 2), None)
     assert guard.admit("b", recs(7, 8)) == (recs(7, 8), None)  # unknown start: trusted
+
+
+def consumer_with(committed: int, acked: list[int]) -> Any:
+    """The guarded faust consumer's commit bookkeeping alone, without a broker."""
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    from services.aggregator.transport import GapGuardedConsumer
+
+    c: Any = object.__new__(GapGuardedConsumer)
+    c._acked = defaultdict(list, {TP: list(acked)})
+    c._acked_index = defaultdict(set, {TP: set(acked)})
+    c._committed_offset = defaultdict(lambda: None, {TP: committed})
+    c._gap = defaultdict(IntervalTree)
+    c._waiting = set()
+    return c
+
+
+TP = ("rapport.recognition.v1", 0)
+
+
+def test_a_commit_never_skips_an_offset_that_is_not_acked() -> None:
+    # faust itself would commit 13 here, skipping offset 10 (committed = next to read).
+    assert consumer_with(10, [11, 12])._new_offset(TP) is None
+    assert consumer_with(10, [10, 11, 12])._new_offset(TP) == 13
+    assert consumer_with(0, [1, 2])._new_offset(TP) is None  # faust skips the check at 0
