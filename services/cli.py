@@ -88,10 +88,15 @@ def metrics() -> None:
 def aggregator() -> None:
     """Run one aggregator worker (start several to share the partitions)."""
     import faust
+    from prometheus_client import CollectorRegistry, start_http_server
 
     from services.aggregator.app import create_app
 
-    worker = faust.Worker(create_app(Settings()), loglevel="info")
+    settings = Settings()
+    registry = CollectorRegistry()
+    if settings.aggregator_metrics_port:
+        start_http_server(settings.aggregator_metrics_port, settings.host, registry)
+    worker = faust.Worker(create_app(settings, registry), loglevel="info")
     worker.execute_from_commandline()
 
 
@@ -166,7 +171,12 @@ def run(
     manager.add_process("metrics", f"{exe} metrics")
     manager.add_process("digest", f"{exe} digest")
     for i in range(aggregators):
-        manager.add_process(f"aggregator.{i + 1}", f"{exe} aggregator")
+        port = str(settings.aggregator_metrics_port + i)  # one /metrics port per worker
+        manager.add_process(
+            f"aggregator.{i + 1}",
+            f"{exe} aggregator",
+            env={**os.environ, "RAPPORT_AGGREGATOR_METRICS_PORT": port},
+        )
     base = f"http://{settings.host}"
     urls = {
         "recognition": f"{base}:{settings.recognition_port}/docs",

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     feedback_port: int = 8002
     metrics_port: int = 8003
     digest_port: int = 8004
+    aggregator_metrics_port: int = Field(
+        default=8005, description="Where an aggregator worker serves /metrics; 0 = nowhere."
+    )
 
     @property
     def embedded(self) -> bool:

@@ -65,6 +65,7 @@ def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
         "RAPPORT_METRICS_PORT": str(free_port()),
         "RAPPORT_TOPIC_PARTITIONS": "4",
         "RAPPORT_DEMO": "0",
+        "RAPPORT_AGGREGATOR_METRICS_PORT": "0",  # tests that read it give a free port
     }
     return values
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared import topics
@@ -37,6 +38,7 @@ from shared.questions import catalogue
 from shared.settings import Settings
 
 from . import service, trust
+from .metrics import AggregatorMetrics
 from .transport import guard_gaps
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,10 @@ BATCH_WITHIN_S = 0.05
 
 
 async def in_batches(
-    stream: Any, process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]]
+    stream: Any,
+    process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
+    stage: str,
+    metrics: AggregatorMetrics,
 ) -> None:
     """Feed ``stream`` to ``process`` in batches, acking a batch only once it is done.
 
@@ -56,6 +61,7 @@ async def in_batches(
     cannot finish one (an error, or a stop in the middle) exits on the spot, before
     anything is committed, and the batch is delivered again to whoever takes over.
     """
+    consumer = stream.app.consumer
     async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
         try:
             await asyncio.gather(*await process(events))
@@ -65,10 +71,14 @@ async def in_batches(
         except Exception:
             log.exception("a batch failed; exiting so that it is processed again")
             os._exit(1)
+        metrics.events.labels(stage).inc(len(events))
+        last = {event.message.tp: event.message.offset for event in events}
+        lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in last.items())
+        metrics.consumer_lag.labels(stage).set(lag)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the faust app with its topics, table and agents."""
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    """Build the faust app with its topics, tables and agents (metrics in ``registry``)."""
     n = settings.topic_partitions
     app = faust.App(
         topics.AGGREGATOR_APP_ID,
@@ -97,6 +107,9 @@ def create_app(settings: Settings) -> faust.App:
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
     questions = catalogue(settings)
     k, comment_k = settings.anonymity_k, settings.comment_k
+    metrics = AggregatorMetrics(registry or CollectorRegistry())
+    for source in (topics.RECOGNITION, topics.SURVEY):
+        metrics.dlq.labels(source)  # a series at 0 from the start, not only after a first
     directory = DirectoryView(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
@@ -124,6 +137,7 @@ def create_app(settings: Settings) -> faust.App:
 
     async def to_dlq(event: Any, reason: str, topic: faust.TopicT = dlq) -> Awaitable[Any]:
         log.warning("record from %s sent to DLQ: %s", event.message.topic, reason)
+        metrics.dlq.labels(event.message.topic).inc()
         headers = [*event.message.headers, (DLQ_REASON, reason.encode())]
         return await topic.send(key=event.key, value=event.value, headers=headers, force=True)
 
@@ -135,6 +149,8 @@ def create_app(settings: Settings) -> faust.App:
         recognition = RecognitionGiven.model_validate(ce.data)
         if not set(recognition.values) <= set(settings.values):
             raise CodecError(f"unknown value in {list(recognition.values)}")
+        lag = (datetime.now(UTC) - recognition.occurred_at).total_seconds()
+        metrics.event_time_lag.observe(max(0.0, lag))
         try:
             return service.fan_out(ce.source, ce.id, recognition, directory.get)
         except service.Unresolvable:
@@ -231,15 +247,15 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(recognitions)
     async def fan_out(stream: Any) -> None:
         await directory.start()
-        await in_batches(stream, fan_out_batch)
+        await in_batches(stream, fan_out_batch, "fan_out", metrics)
 
     @app.agent(surveys)
     async def forward(stream: Any) -> None:
-        await in_batches(stream, forward_batch)
+        await in_batches(stream, forward_batch, "forward", metrics)
 
     @app.agent(facts)
     async def aggregate(stream: Any) -> None:
-        await in_batches(stream, aggregate_batch)
+        await in_batches(stream, aggregate_batch, "aggregate", metrics)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type is too narrow
     async def stop_directory(sender: Any, **kwargs: Any) -> None:

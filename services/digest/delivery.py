@@ -86,6 +86,8 @@ class DigestMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in ("refused", "retries_exhausted"):
+            self.failures.labels(reason)  # a series at 0 from the start
         self.rounds = Counter(
             "rapport_digest_schedule_rounds",
             "Rounds of the weekly schedule completed (each sends whatever is due).",

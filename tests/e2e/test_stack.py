@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.broker import free_port
-from tests.conftest import ROOT, wait_until
+from tests.conftest import wait_until
 
 PEOPLE = [
     {"id": "lead", "name": "Lee", "email": "lee@x.io", "team_id": "alpha", "manager_id": None},
@@ -43,34 +39,6 @@ EXPECTED = {
     'rapport_recognition_downward_ratio{team="alpha",window="7d"}': 0.5,
     'rapport_recognition_unrecognized_people{team="alpha"}': 2.0,
 }
-
-
-@pytest.fixture
-def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """`rapport run` on free ports; demo data only if the test is marked ``demo``."""
-    env = {
-        "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
-        "RAPPORT_RECOGNITION_PORT": str(free_port()),
-        "RAPPORT_METRICS_PORT": str(free_port()),
-        "RAPPORT_FEEDBACK_PORT": str(free_port()),
-        "RAPPORT_DIGEST_PORT": str(free_port()),
-        "RAPPORT_SMTP_PORT": str(free_port()),
-        "RAPPORT_DIGEST_CHECK_S": "20",  # after the demo data is in
-        "RAPPORT_DIGEST_HOUR": "0",  # due for every manager, whatever the time zone
-        "RAPPORT_VAR_DIR": str(tmp_path / "var"),
-        "RAPPORT_DEMO": "1" if request.node.get_closest_marker("demo") else "0",
-    }
-    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run"],
-        env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield env
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=30) is not None
-        log.close()
 
 
 def parse(text: str) -> dict[str, float]:

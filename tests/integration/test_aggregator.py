@@ -8,16 +8,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
 
+import httpx
 import orjson
 from fastapi.testclient import TestClient
 
 from services.recognition.api import create
 from shared import topics
 from shared.auth import ensure_dev_key
+from shared.broker import free_port
 from shared.codec import DLQ_REASON, CloudEvent, decode
 from shared.events import RECOGNITION_GIVEN, Person
 from shared.settings import Settings
 from tests.conftest import wait_until
+from tests.e2e.test_stack import parse
 from tests.kafka_helpers import produce, put_people, read_all
 
 PEOPLE = [
@@ -44,7 +47,9 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
 ) -> None:
     asyncio.run(put_people(settings, PEOPLE))
-    spawn("aggregator", log=tmp_path / "aggregator.log")
+    port = free_port()
+    spawn("aggregator", log=tmp_path / "aggregator.log",
+          extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)})  # fmt: skip
     direct = kudos_event("slack-1", "bob", ["ann", "cid"], "/slack-bot")
     # The same event twice (a producer retry), and a bad record in between.
     asyncio.run(produce(settings, topics.RECOGNITION, [(b"bob", direct)]))
@@ -75,3 +80,10 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     assert dict(dead.headers)["ce_id"] == b"bad-1"
     assert b"giver_id" in dict(dead.headers)[DLQ_REASON]
     assert orjson.loads(dead.value) == {"x": 1}
+
+    ops = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+    assert ops['rapport_aggregator_events_total{stage="fan_out"}'] >= 4  # 3 good, 1 bad
+    assert ops['rapport_aggregator_dlq_total{topic="rapport.recognition.v1"}'] == 1
+    assert ops['rapport_aggregator_events_total{stage="aggregate"}'] >= 6  # facts
+    assert ops["rapport_aggregator_event_time_lag_seconds_count"] >= 3
+    assert 'rapport_aggregator_consumer_lag{stage="fan_out"}' in ops

@@ -1,0 +1,38 @@
+"""Operational metrics of an aggregator worker, served on their own port (faust's web is off)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class AggregatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "rapport_aggregator_events",
+            "Records processed, by stage (fan_out: recognitions, forward: survey events, "
+            "aggregate: team facts).",
+            ["stage"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "rapport_aggregator_dlq",
+            "Records sent to a dead-letter topic, by the topic they came from.",
+            ["topic"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "rapport_aggregator_consumer_lag",
+            "Records on this worker's partitions not processed yet, by stage "
+            "(as of its last batch).",
+            ["stage"],
+            registry=registry,
+        )
+        self.event_time_lag = Histogram(
+            "rapport_aggregator_event_time_lag_seconds",
+            "Seconds from a recognition's event time to its processing (backdated "
+            "recognitions land in the top buckets).",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
