@@ -20,9 +20,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Debian packages the tests talk to for real (promtool from prometheus).
+# Debian packages the tests use for real: prometheus (and promtool), docker-compose.
 system-deps:
-	@command -v promtool >/dev/null || { apt-get update && apt-get install -y prometheus; }
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 
 test: lint system-deps
 	$(BIN)/pytest -q
