@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint system-deps clean
+.PHONY: run test lint system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ system-deps:
 
 test: lint system-deps
 	$(BIN)/pytest -q
+
+# Not part of `make test`: figures on this machine, into docs/BENCHMARKS.md and docs/benchmarks.json.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(VENV) var

@@ -57,7 +57,10 @@ def _serve(module: str, port: int) -> None:
     _logging()
 
     factory = f"services.{module}.api:create"
-    uvicorn.run(factory, factory=True, host=Settings().host, port=port, log_level="info")
+    # No access log: every request is counted and timed in the service's own /metrics.
+    uvicorn.run(
+        factory, factory=True, host=Settings().host, port=port, log_level="info", access_log=False
+    )
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""What the writing services (recognition, feedback) share: app state and dependencies."""
+"""What the writing services (recognition, feedback) share: app state and dependencies.
+
+Dependencies are ``async def``: FastAPI runs plain ``def`` ones in a thread pool, a
+thread hop per request for a dictionary look-up.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,17 @@ from shared.settings import Settings
 from shared.web import create_app
 
 
-def get_publisher(request: Request) -> Publisher:
+async def get_publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.publisher
     return publisher
 
 
-def get_directory(request: Request) -> DirectoryView:
+async def get_directory(request: Request) -> DirectoryView:
     directory: DirectoryView = request.app.state.directory
     return directory
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

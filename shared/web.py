@@ -50,6 +50,38 @@ class HttpMetrics:
         )
 
 
+class Measure:
+    """Count and time every request by route (pure ASGI: no per-request task or copy)."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            # The router records the matched route in the scope it was given.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            if status == 503 and method != "GET":
+                self.metrics.publish_failures.inc()
+
+
 class BodyLimit:
     """Answer 413 to bodies over the limit, declared or streamed."""
 
@@ -150,19 +182,8 @@ def create_app(
     app.add_exception_handler(RapportError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[..., Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(path, request.method).observe(time.perf_counter() - start)
-        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        if response.status_code == 503 and request.method != "GET":
-            metrics.publish_failures.inc()
-        return response
-
     app.add_middleware(BodyLimit)
+    app.add_middleware(Measure, metrics=metrics)  # outermost: 413s are counted too
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -86,7 +86,7 @@ def _week(week: str | None) -> str:
     return week
 
 
-def get_digests(request: Request) -> Digests:
+async def get_digests(request: Request) -> Digests:
     digests: Digests = request.app.state.digests
     return digests
 
