@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.gaps import GapGuard
+from shared.gaps import GapGuard, log_ends
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class TopicView(ABC):
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError(f"view of {self.topic} is not started")
-        ends = await consumer.end_offsets(list(consumer.assignment()))
+        ends = await log_ends(self._settings.bootstrap_servers, consumer.assignment())
 
         def caught_up() -> bool:
             return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())

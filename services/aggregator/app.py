@@ -1,19 +1,23 @@
 """The faust app: agents move records between topics and the team tables.
 
-rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1 (key: team)
+rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1
+    (a batch's facts in one record per partition, on the partition of their teams)
 rapport.feedback.survey.v1 --forward--> team-facts (the event as is, re-keyed by team)
-team-facts --apply--> tables team-days (key: team/day), team-trust (key: team)
-           --> rapport.metrics.snapshots.v1 (key: team)
+team-facts --apply--> tables team-days (key: team/day, and team/day#n for sealed fact
+                       ids), team-trust (key: team)
+snapshot timer --> rapport.metrics.snapshots.v1 (key: team), for the teams that changed
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,17 +48,57 @@ from .transport import guard_gaps
 log = logging.getLogger(__name__)
 BATCH = 1000
 BATCH_WITHIN_S = 0.05
+SNAPSHOT_EVERY_S = 0.2
+
+
+class Gate:
+    """Keeps batches and rebalances apart.
+
+    On a rebalance, faust re-reads every table from its changelog and seeks the streams
+    back to their committed offsets; it does not wait for batches (``stream_wait_empty``
+    is off). A batch still writing then would be applied to state the re-read replaces,
+    and its offsets committed without its effect. So the revocation waits for the
+    batches in flight, and no batch starts until the tables are recovered.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._idle.set()
+
+    async def close(self) -> None:
+        self._open.clear()
+        await self._idle.wait()
+
+    def open(self) -> None:
+        self._open.set()
 
 
 async def in_batches(
     stream: Any,
-    process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
+    process: Callable[[list[Any]], Awaitable[tuple[list[Awaitable[Any]], int]]],
     stage: str,
     metrics: AggregatorMetrics,
+    gate: Gate,
 ) -> None:
     """Feed ``stream`` to ``process`` in batches, acking a batch only once it is done.
 
-    ``process`` returns the sends it made; the batch is done when the broker has
+    ``process`` returns the sends it made and how many items it handled (a record of
+    team facts holds many); the batch is done when the broker has
     acknowledged all of them, so an offset is never committed for output that a crash
     could still lose (faust's own flush before a commit gives up after 0.1 s).
     faust acks a batch when the loop body is left, however it is left: a worker that
@@ -64,14 +108,24 @@ async def in_batches(
     consumer = stream.app.consumer
     async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
         try:
-            await asyncio.gather(*await process(events))
+            async with gate.batch():
+                # Taken before a rebalance: skip what is now another worker's.
+                assigned = consumer.assignment()
+                taken = len(events)
+                events = [event for event in events if event.message.tp in assigned]
+                if len(events) < taken:
+                    log.info(
+                        "%s: skipped %d records of revoked partitions", stage, taken - len(events)
+                    )
+                sent, handled = await process(events)
+                await asyncio.gather(*sent)
         except asyncio.CancelledError:
             log.warning("stopped in the middle of a batch; it will be processed again")
             os._exit(0)
         except Exception:
             log.exception("a batch failed; exiting so that it is processed again")
             os._exit(1)
-        metrics.events.labels(stage).inc(len(events))
+        metrics.events.labels(stage).inc(handled)
         last = {event.message.tp: event.message.offset for event in events}
         lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in last.items())
         metrics.consumer_lag.labels(stage).set(lag)
@@ -93,6 +147,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         web_enabled=False,
         stream_wait_empty=False,
+        producer_linger=0.005,  # a batch's sends go out in a few produce requests
     )
     if settings.embedded:
         guard_gaps(app)
@@ -104,6 +159,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     snapshots = app.topic(topics.SNAPSHOTS, key_serializer="raw", value_serializer="raw")
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     changelog = table.changelog_topic
+    seen_cache: dict[str, set[str]] = {}  # per bucket key: service.seen_ids
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
     questions = catalogue(settings)
     k, comment_k = settings.anonymity_k, settings.comment_k
@@ -113,9 +169,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     directory = DirectoryView(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
+    dirty: set[str] = set()  # teams whose snapshot is older than their tables
+    gate = Gate()
 
+    @functools.cache
     def team_partition(team_id: str) -> int:
-        # The partition the producer picked for this team's facts (murmur2, as Java's).
+        # The partition a producer picks for the team as key (murmur2, as Java's).
         return int(partitioner(team_id.encode(), list(range(n)), list(range(n))))
 
     async def publish_snapshot(team_id: str) -> Awaitable[Any]:
@@ -157,8 +216,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await directory.sync()  # the person may have been added a moment ago
             return service.fan_out(ce.source, ce.id, recognition, directory.get)
 
-    async def fan_out_batch(events: list[Any]) -> list[Awaitable[Any]]:
+    async def fan_out_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
+        by_partition: dict[int, list[service.TeamFact]] = defaultdict(list)
         for event in events:
             try:
                 team_facts = await team_facts_of(event)
@@ -166,8 +226,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 sent.append(await to_dlq(event, str(exc)))
                 continue
             for f in team_facts:
-                sent.append(await facts.send(key=f.team_id.encode(), value=f.dumps(), force=True))
-        return sent
+                by_partition[team_partition(f.team_id)].append(f)
+        for partition, team_facts in by_partition.items():
+            value = service.dumps(team_facts)
+            sent.append(await facts.send(value=value, partition=partition, force=True))
+        return sent, len(events)
 
     def feedback_of(event: Any) -> tuple[CloudEvent, SurveyResponded | SelfAssessed]:
         """Decode and check one survey-topic event; raise if it cannot be counted."""
@@ -182,7 +245,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return ce, assessment
         raise CodecError(f"unexpected ce_type {ce.type!r}")
 
-    async def forward_batch(events: list[Any]) -> list[Awaitable[Any]]:
+    async def forward_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
         for event in events:
             try:
@@ -196,9 +259,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     key=team_id.encode(), value=event.value, headers=headers, force=True
                 )
             )
-        return sent
+        return sent, len(events)
 
-    async def apply_feedback(event: Any, touched: set[str], sent: list[Awaitable[Any]]) -> None:
+    async def apply_feedback(event: Any, sent: list[Awaitable[Any]]) -> None:
         ce, item = feedback_of(event)
         state = trust_table.data.get(item.team_id)
         event_id = f"{ce.source} {ce.id}"
@@ -215,47 +278,85 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     key=item.team_id, value=new, partition=partition, force=True
                 )
             )
-        touched.add(item.team_id)
+        dirty.add(item.team_id)
 
-    async def aggregate_batch(events: list[Any]) -> list[Awaitable[Any]]:
+    async def aggregate_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
-        touched: set[str] = set()
         sent: list[Awaitable[Any]] = []
+        handled = 0
         for event in events:
             if any(h == "ce_type" for h, _ in event.message.headers or ()):
                 # A forwarded survey event (recognition facts carry no headers).
-                await apply_feedback(event, touched, sent)
+                await apply_feedback(event, sent)
+                handled += 1
                 continue
-            f = service.TeamFact.loads(event.value)
-            grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
+            for f in service.loads(event.value):
+                grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
+                handled += 1
         for (key, partition), team_facts in grouped.items():
-            bucket = service.apply(table.data.get(key), team_facts)
+            bucket = service.apply(table.data.get(key), team_facts, seen_of(key))
             if bucket is not None:
-                table.data[key] = bucket
-                # Written with the source event's partition: stream, table and
-                # changelog stay co-partitioned.
-                sent.append(
-                    await changelog.send(key=key, value=bucket, partition=partition, force=True)
-                )
+                updates: list[tuple[str, Any]] = [(key, bucket)]
+                sealed = service.seal(bucket)
+                if sealed is not None:
+                    # First: a partition keeps its order, so the chunk is on the log
+                    # before the bucket that counts it (see service.seal).
+                    updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
+                for k, value in updates:
+                    table.data[k] = value
+                    # Written with the source event's partition: stream, table and
+                    # changelog stay co-partitioned.
+                    sent.append(
+                        await changelog.send(key=k, value=value, partition=partition, force=True)
+                    )
             team_id, day = service.split_key(key)
             days_by_team[team_id].add(day)
             # Republished even for duplicates: a crash may have come before the
             # snapshot of the first delivery went out.
-            touched.add(team_id)
-        return sent + [await publish_snapshot(team_id) for team_id in touched]
+            dirty.add(team_id)
+        return sent, handled
+
+    def seen_of(key: str) -> set[str]:
+        if key not in seen_cache:
+            chunk = lambda n: table.data[service.chunk_key(key, n)]  # noqa: E731
+            seen_cache[key] = service.seen_ids(table.data.get(key), chunk)
+        return seen_cache[key]
+
+    @app.timer(SNAPSHOT_EVERY_S)  # type: ignore[untyped-decorator]  # faust is untyped here
+    async def publish_snapshots() -> None:
+        """Publish the teams that changed since the last tick, once each however busy.
+
+        After a crash, the worker that takes over republishes every team it recovers,
+        so a snapshot lost here is written again from the tables.
+        """
+        if not dirty:
+            return
+        active = {tp.partition for tp in app.assignor.assigned_actives()
+                  if tp.topic == topics.TEAM_FACTS}  # fmt: skip
+        teams = [t for t in dirty if team_partition(t) in active]
+        dirty.clear()
+        try:
+            await asyncio.gather(*[await publish_snapshot(team_id) for team_id in teams])
+        except Exception:
+            log.exception("publishing snapshots failed; exiting so that they are rebuilt")
+            os._exit(1)
 
     @app.agent(recognitions)
     async def fan_out(stream: Any) -> None:
         await directory.start()
-        await in_batches(stream, fan_out_batch, "fan_out", metrics)
+        await in_batches(stream, fan_out_batch, "fan_out", metrics, gate)
 
     @app.agent(surveys)
     async def forward(stream: Any) -> None:
-        await in_batches(stream, forward_batch, "forward", metrics)
+        await in_batches(stream, forward_batch, "forward", metrics, gate)
 
     @app.agent(facts)
     async def aggregate(stream: Any) -> None:
-        await in_batches(stream, aggregate_batch, "aggregate", metrics)
+        await in_batches(stream, aggregate_batch, "aggregate", metrics, gate)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as below
+    async def finish_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await gate.close()  # opened again once the tables are recovered
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type is too narrow
     async def stop_directory(sender: Any, **kwargs: Any) -> None:
@@ -265,14 +366,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def republish() -> None:
         """After a rebalance, republish every team this worker now owns."""
         days_by_team.clear()
+        seen_cache.clear()  # the tables may have changed under it
         for key in list(table.data.keys()):
-            team_id, day = service.split_key(key)
-            days_by_team[team_id].add(day)
+            if not service.is_chunk_key(key):
+                team_id, day = service.split_key(key)
+                days_by_team[team_id].add(day)
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
         teams = set(days_by_team) | set(trust_table.data.keys())
         owned = [t for t in sorted(teams) if team_partition(t) in active]
+        dirty.difference_update(owned)
         await asyncio.gather(*[await publish_snapshot(team_id) for team_id in owned])
         log.info("recovered; republished %d team snapshots", len(owned))
+        gate.open()
 
     return app

@@ -4,8 +4,10 @@ Two steps, so that each aggregate has one owner:
 1. ``fan_out``: a recognition becomes per-team facts (one per recipient, one for the
    giver), keyed by team, using the directory as it is when the event is processed.
 2. ``apply``: facts update one (team, UTC day) bucket. The bucket keeps the ids of the
-   facts it has absorbed, so a redelivered fact changes nothing (one changelog write
-   carries both the aggregate and its dedupe record).
+   facts it has absorbed, so a redelivered fact changes nothing; its latest ids travel
+   in the bucket's own changelog write, with the aggregate they protect. Every
+   ``CHUNK`` ids, ``seal`` moves them out into a chunk, written once to the same table
+   under its own key, so a bucket's changelog writes stay small however busy its day.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 from shared.events import DayActivity, Person, RecognitionGiven, TeamSnapshot, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
+CHUNK = 512
 Bucket = dict[str, Any]
 
 
@@ -39,16 +42,19 @@ class TeamFact:
     cross_team: bool = False
     direction: Literal["upward", "downward", "peer"] = "peer"
 
-    def dumps(self) -> bytes:
-        return orjson.dumps(
-            [self.id, self.team_id, self.day, self.kind, self.person_id,
-             self.values, self.cross_team, self.direction]
-        )  # fmt: skip
 
-    @classmethod
-    def loads(cls, raw: bytes) -> TeamFact:
-        f = orjson.loads(raw)
-        return cls(f[0], f[1], f[2], f[3], f[4], tuple(f[5]), f[6], f[7])
+def dumps(facts: Iterable[TeamFact]) -> bytes:
+    """One record for many facts: a JSON array of arrays, fields in declaration order."""
+    return orjson.dumps(
+        [[f.id, f.team_id, f.day, f.kind, f.person_id, f.values, f.cross_team, f.direction]
+         for f in facts]
+    )  # fmt: skip
+
+
+def loads(raw: bytes) -> list[TeamFact]:
+    return [
+        TeamFact(f[0], f[1], f[2], f[3], f[4], tuple(f[5]), f[6], f[7]) for f in orjson.loads(raw)
+    ]
 
 
 def fact_id(*parts: str) -> str:
@@ -90,20 +96,29 @@ def fan_out(
 
 
 def new_bucket() -> Bucket:
-    return {"activity": DayActivity().model_dump(), "seen": []}
+    return {"activity": DayActivity().model_dump(), "fresh": [], "sealed": 0}
 
 
-def apply(bucket: Bucket | None, facts: Iterable[TeamFact]) -> Bucket | None:
-    """Return the bucket with ``facts`` absorbed, or ``None`` if all were seen before."""
+def seen_ids(bucket: Bucket | None, chunk: Callable[[int], list[str]]) -> set[str]:
+    """Every fact id ``bucket`` has absorbed: its sealed chunks (``chunk(i)``) and the rest."""
+    if bucket is None:
+        return set()
+    return {i for n in range(bucket["sealed"]) for i in chunk(n)} | set(bucket["fresh"])
+
+
+def apply(bucket: Bucket | None, facts: Iterable[TeamFact], seen: set[str]) -> Bucket | None:
+    """Return the bucket with ``facts`` absorbed, or ``None`` if all were seen before.
+
+    ``seen`` is :func:`seen_ids` of the bucket, kept up to date here.
+    """
     result = bucket or new_bucket()
-    seen = set(result["seen"])
     changed = False
     a = result["activity"]
     for f in facts:
         if f.id in seen:
             continue
         seen.add(f.id)
-        result["seen"].append(f.id)
+        result["fresh"].append(f.id)
         changed = True
         if f.kind == "given":
             a["given"][f.person_id] = a["given"].get(f.person_id, 0) + 1
@@ -115,6 +130,20 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact]) -> Bucket | None:
         if f.direction != "peer":
             a[f.direction] += 1
     return result if changed else None
+
+
+def seal(bucket: Bucket) -> tuple[int, list[str]] | None:
+    """Take the bucket's fresh ids out as chunk number n once there are ``CHUNK`` of them.
+
+    The chunk must be on the log before the bucket that counts it: a bucket only ever
+    reads chunks below its ``sealed``, so a chunk written before a crash that lost the
+    bucket's write is ignored, then written again.
+    """
+    if len(bucket["fresh"]) < CHUNK:
+        return None
+    chunk, bucket["fresh"] = bucket["fresh"], []
+    bucket["sealed"] += 1
+    return bucket["sealed"] - 1, chunk
 
 
 def build_snapshot(
@@ -134,6 +163,15 @@ def build_snapshot(
 
 def table_key(team_id: str, day: str) -> str:
     return f"{team_id}/{day}"
+
+
+def chunk_key(key: str, n: int) -> str:
+    """Where a bucket's sealed chunk ``n`` is kept: its own table, changelog and partition."""
+    return f"{key}#{n}"
+
+
+def is_chunk_key(key: str) -> bool:
+    return "#" in key.rpartition("/")[2]  # an ISO day has no "#"
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -11,7 +11,14 @@ from shared.auth import Client
 from shared.codec import CloudEvent
 from shared.directory import DirectoryView
 from shared.errors import InvalidInput
-from shared.events import PERSON, RECOGNITION_GIVEN, Person, RecognitionGiven, event_time
+from shared.events import (
+    PERSON,
+    RECOGNITION_GIVEN,
+    Person,
+    RecognitionFields,
+    RecognitionGiven,
+    event_time,
+)
 from shared.kafka import Publisher, Record
 
 from .models import RecognitionIn
@@ -41,8 +48,9 @@ async def check(
     missing = await _unknown(r.recipient_ids, directory)
     if missing:
         raise InvalidInput(f"{where}recipient_ids", f"unknown or inactive person(s) {missing}")
-    data = r.model_dump(exclude={"event_id", "occurred_at"})
-    return RecognitionGiven(**data, occurred_at=occurred_at)
+    # Every field was validated as part of ``r``: no need to validate them again.
+    fields = {name: getattr(r, name) for name in RecognitionFields.model_fields}
+    return RecognitionGiven.model_construct(**fields, occurred_at=occurred_at)
 
 
 def recognition_record(event: RecognitionGiven, event_id: str, client: Client) -> Record:

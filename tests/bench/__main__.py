@@ -12,13 +12,14 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ import orjson
 
 from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, encode
-from shared.events import RECOGNITION_GIVEN
+from shared.events import RECOGNITION_GIVEN, Person
 from shared.settings import Settings
-from shared.topics import RECOGNITION, create_topics
+from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
+from tests.kafka_helpers import put_people
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -51,9 +53,9 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def recognition(i: int) -> dict[str, Any]:
-    return {"giver_id": f"p{i % PEOPLE}", "recipient_ids": [f"p{(i * 7 + 1) % PEOPLE}"],
-            "message": "Thanks for the review!", "values": ["growth"]}  # fmt: skip
+def recognition(i: int, people: int = PEOPLE, value: str = "growth") -> dict[str, Any]:
+    return {"giver_id": f"p{i % people}", "recipient_ids": [f"p{(i * 7 + 1) % people}"],
+            "message": "Thanks for the review!", "values": [value]}  # fmt: skip
 
 
 @contextmanager
@@ -97,28 +99,38 @@ def wrk(url: str, body: str, headers: dict[str, str]) -> tuple[float, float, int
     return rps, p99_ms, int(bad[1]) if bad else 0
 
 
-async def raw_producer(settings: Settings, n: int) -> float:
-    """Events/s for a plain aiokafka producer (acks=all) sending the same records."""
+def recognition_record(
+    i: int, people: int = PEOPLE, value: str = "growth", days: int = 1
+) -> tuple[list[tuple[str, bytes]], bytes]:
+    """Headers and value of recognition ``i``, as the service publishes it; ``days``
+    spreads the events over that many days, ending now."""
+    at = datetime.now(UTC) - timedelta(days=i % days)
+    data = {**recognition(i, people, value), "channel": "api", "occurred_at": at.isoformat()}
+    return encode(CloudEvent(f"raw-{i}", "/bench", RECOGNITION_GIVEN, at, data))
+
+
+def producer(settings: Settings) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    now = datetime.now(UTC)
-    records = []
-    for i in range(n):
-        data = {**recognition(i), "channel": "api", "occurred_at": now.isoformat()}
-        records.append(encode(CloudEvent(f"raw-{i}", "/bench", RECOGNITION_GIVEN, now, data)))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                linger_ms=2, max_batch_size=1 << 20)  # fmt: skip
-    await producer.start()
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+                            linger_ms=2, max_batch_size=1 << 20)  # fmt: skip
+
+
+async def raw_producer(settings: Settings, n: int, people: int = PEOPLE, days: int = 1) -> float:
+    """Events/s for a plain aiokafka producer (acks=all) sending the same records."""
+    records = [recognition_record(i, people, days=days) for i in range(n)]
+    kafka = producer(settings)
+    await kafka.start()
     try:
         start = time.perf_counter()
         futures = [
-            await producer.send(RECOGNITION, value, key=f"p{i % PEOPLE}".encode(), headers=headers)
+            await kafka.send(RECOGNITION, value, key=f"p{i % people}".encode(), headers=headers)
             for i, (headers, value) in enumerate(records)
         ]
         await asyncio.gather(*futures)
         return n / (time.perf_counter() - start)
     finally:
-        await producer.stop()
+        await kafka.stop()
 
 
 @contextmanager
@@ -139,9 +151,10 @@ def embedded() -> Iterator[tuple[Settings, dict[str, str]]]:
         broker.wait(timeout=10)
 
 
-def people() -> list[dict[str, Any]]:
-    return [{"id": f"p{i}", "name": f"P {i}", "email": f"p{i}@x.io", "team_id": f"t{i % 50}"}
-            for i in range(PEOPLE)]  # fmt: skip
+def people(n: int = PEOPLE, team_size: int = 20) -> list[dict[str, Any]]:
+    teams = n // team_size
+    return [{"id": f"p{i}", "name": f"P {i}", "email": f"p{i}@x.io", "team_id": f"t{i % teams}"}
+            for i in range(n)]  # fmt: skip
 
 
 def ingest(results: dict[str, Any]) -> None:
@@ -206,42 +219,184 @@ def aggregator_metric(url: str, stage: str) -> float:
     return float(found[1]) if found else 0
 
 
+async def drained(settings: Settings, received: int, start: float, value: str = "growth") -> float:
+    """Seconds from ``start`` until the team snapshots add up to ``received``
+    recognitions with ``value``: the exact total, nothing lost, nothing twice."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(SNAPSHOTS, bootstrap_servers=settings.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=16 << 20)  # fmt: skip
+    await consumer.start()
+    try:
+        totals: dict[bytes | None, int] = {}
+        while sum(totals.values()) != received:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for r in records:
+                    totals[r.key] = orjson.loads(r.value)["totals"].get(value, 0)
+            if time.perf_counter() - start > 1200:
+                raise RuntimeError(f"snapshots add up to {sum(totals.values())}, not {received}")
+        return time.perf_counter() - start
+    finally:
+        await consumer.stop()
+
+
+def rss_mb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return round(int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024)  # type: ignore[index]
+
+
+def worker(env: dict[str, str], metrics_port: int) -> subprocess.Popen[bytes]:
+    """An aggregator worker process, its /metrics on ``metrics_port``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "aggregator"],
+        env={**os.environ, **env, "RAPPORT_AGGREGATOR_METRICS_PORT": str(metrics_port)},
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@contextmanager
+def workers(env: dict[str, str], count: int) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
+    """``count`` aggregator workers with the URL of their /metrics; stopped on exit."""
+    started = []
+    for _ in range(count):
+        port = free_port()
+        started.append((worker(env, port), f"http://127.0.0.1:{port}/metrics"))
+    try:
+        yield started
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+        for proc, _ in started:
+            proc.wait(timeout=30)
+
+
+def started(metrics_url: str) -> float:
+    """Wait until the worker has fanned out its first recognition; return that moment."""
+    while aggregator_metric(metrics_url, "fan_out") == 0:
+        time.sleep(0.05)
+    return time.perf_counter()
+
+
 def aggregator(results: dict[str, Any], n: int = 200_000) -> None:
     """One worker draining a preloaded topic of ``n`` recognitions to exact totals."""
-    from shared.events import Person
-    from tests.kafka_helpers import put_people
-
     with embedded() as (settings, env):
         asyncio.run(put_people(settings, [Person(**p) for p in people()]))
         log(f"preloading {n:,} recognitions ...")
         asyncio.run(raw_producer(settings, n))
         log("raw consume loop ...")
         results["raw_consume_eps"] = round(asyncio.run(raw_consume(settings, n)))
-        port = free_port()
-        metrics = f"http://127.0.0.1:{port}/metrics"
         log("one aggregator worker ...")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "aggregator"],
-            env={**os.environ, **env, "RAPPORT_AGGREGATOR_METRICS_PORT": str(port)},
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            while aggregator_metric(metrics, "fan_out") == 0:
-                time.sleep(0.05)
-            start = time.perf_counter()
-            # Every recognition is two facts: one for the giver's team, one for the recipient's.
-            while aggregator_metric(metrics, "aggregate") < 2 * n:
-                time.sleep(0.2)
-                if time.perf_counter() - start > 600:
-                    raise RuntimeError("the aggregator did not drain the topic in 10 minutes")
-            results["aggregator_eps"] = round(n / (time.perf_counter() - start))
-            rss_kb = int(
-                re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{proc.pid}/status").read_text())[1]
-            )  # type: ignore[index]
-            results["aggregator_rss_mb_200k"] = round(rss_kb / 1024)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        with workers(env, 1) as [(proc, metrics)]:
+            # Every recognition in the bench has one recipient: n received in all.
+            seconds = asyncio.run(drained(settings, n, started(metrics)))
+            results["aggregator_eps"] = round(n / seconds)
+            results["aggregator_rss_mb_200k"] = rss_mb(proc.pid)
+
+
+def memory(results: dict[str, Any], n: int = 1_000_000, population: int = 100_000) -> None:
+    """RSS of one worker after ``n`` recognitions among ``population`` people (teams of
+    20), spread over 28 days."""
+    with embedded() as (settings, env):
+        asyncio.run(put_people(settings, [Person(**p) for p in people(population)]))
+        log(f"preloading {n:,} recognitions among {population:,} people ...")
+        asyncio.run(raw_producer(settings, n, population, days=28))
+        log("one aggregator worker ...")
+        with workers(env, 1) as [(proc, metrics)]:
+            seconds = asyncio.run(drained(settings, n, started(metrics)))
+            results["aggregator_rss_mb"] = rss_mb(proc.pid)
+            results["aggregator_eps_1m"] = round(n / seconds)
+
+
+def metric_value(url: str, name: str, labels: str) -> float:
+    found = re.search(rf"^{name}{{{re.escape(labels)}}} ([\d.e+]+)$", httpx.get(url).text, re.M)
+    return float(found[1]) if found else 0
+
+
+def freshness(results: dict[str, Any], samples: int = 200) -> None:
+    """Seconds from a POST's 202 until the metrics service's /metrics counts it."""
+    with embedded() as (settings, env):
+        env["RAPPORT_METRICS_PORT"] = str(free_port())
+        cli = [sys.executable, "-m", "services.cli"]
+        api = f"http://127.0.0.1:{settings.recognition_port}"
+        metrics = f"http://127.0.0.1:{env['RAPPORT_METRICS_PORT']}"
+        with (
+            process([*cli, "recognition"], env, f"{api}/readyz"),
+            process([*cli, "metrics"], env, f"{metrics}/readyz"),
+            workers(env, 1),
+            httpx.Client(base_url=api, timeout=10) as http,
+        ):
+            key = settings.dev_key_file.read_text().strip()
+            http.headers["Authorization"] = f"Bearer {key}"
+            http.post("/v1/people/batch", json={"people": people()}).raise_for_status()
+            log(f"freshness: {samples} recognitions, one at a time ...")
+            seconds = []
+            for i in range(samples + 1):
+                body = recognition(i)
+                team = f"t{int(body['recipient_ids'][0][1:]) % (PEOPLE // 20)}"
+                labels = f'team="{team}",value="growth"'
+                before = metric_value(f"{metrics}/metrics", "rapport_recognitions_total", labels)
+                posted = time.perf_counter()
+                http.post("/v1/recognitions", json=body).raise_for_status()
+                while metric_value(f"{metrics}/metrics", "rapport_recognitions_total",
+                                   labels) == before:  # fmt: skip
+                    if time.perf_counter() - posted > 60:
+                        raise RuntimeError(f"recognition {i} not on /metrics after 60 s")
+                    time.sleep(0.005)
+                if i:  # the first one waits for the worker to join its group
+                    seconds.append(time.perf_counter() - posted)
+                time.sleep(0.05 + (i % 7) * 0.02)  # not in step with the snapshot timer
+            seconds.sort()
+            results["freshness_p50_s"] = round(seconds[len(seconds) // 2], 3)
+            results["freshness_p99_s"] = round(seconds[int(len(seconds) * 0.99) - 1], 3)
+
+
+async def steady_load(
+    settings: Settings, rate: int, killed: asyncio.Event, sent: dict[str, int]
+) -> None:
+    """Produce ``rate`` recognitions a second: "growth" until ``killed``, then "direction"."""
+    kafka = producer(settings)
+    await kafka.start()
+    try:
+        i, futures = 0, []
+        while sent["direction"] < rate * 5:
+            value = "direction" if killed.is_set() else "growth"
+            for _ in range(rate // 20):
+                headers, record = recognition_record(i, value=value)
+                key = f"p{i % PEOPLE}".encode()
+                futures.append(await kafka.send(RECOGNITION, record, key=key, headers=headers))
+                sent[value] += 1
+                i += 1
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*futures)
+    finally:
+        await kafka.stop()
+
+
+async def kill_under_load(settings: Settings, victim: subprocess.Popen[bytes]) -> float:
+    """SIGKILL ``victim`` under load; seconds until every recognition sent before is counted."""
+    killed = asyncio.Event()
+    sent = {"growth": 0, "direction": 0}
+    load = asyncio.create_task(steady_load(settings, 2000, killed, sent))
+    await asyncio.sleep(10)  # both workers busy
+    victim.send_signal(signal.SIGKILL)
+    start = time.perf_counter()
+    killed.set()
+    before = sent["growth"]
+    seconds = await drained(settings, before, start)
+    await load
+    return seconds
+
+
+def takeover(results: dict[str, Any]) -> None:
+    """Two workers under load, one SIGKILLed: until the survivor has counted its backlog."""
+    with embedded() as (settings, env):
+        asyncio.run(put_people(settings, [Person(**p) for p in people()]))
+        with workers(env, 2) as [(victim, _), (_, survivor)]:
+            time.sleep(3 * Settings().session_timeout)  # both in the group
+            log("takeover: 2,000 recognitions a second, then SIGKILL one of two workers ...")
+            results["takeover_s"] = round(asyncio.run(kill_under_load(settings, victim)), 2)
+            results["takeover_survivor_fan_out"] = aggregator_metric(survivor, "fan_out")
 
 
 def bare(results: dict[str, Any]) -> None:
@@ -280,13 +435,19 @@ def write(results: dict[str, Any]) -> None:
     )
 
 
+PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "freshness": freshness,
+         "takeover": takeover, "memory": memory}  # fmt: skip
+
+
 def main() -> None:
+    """Run every part, or only those named on the command line (then nothing is written)."""
+    chosen = sys.argv[1:] or list(PARTS)
     results: dict[str, Any] = dict.fromkeys(KEYS)
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    ingest(results)
-    bare(results)
-    aggregator(results)
-    write(results)
+    for part in chosen:
+        PARTS[part](results)
+    if chosen == list(PARTS):
+        write(results)
     log(json.dumps(results))
 
 

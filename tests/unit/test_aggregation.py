@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from services.aggregator import service
@@ -52,31 +53,60 @@ def test_fan_out_upward_and_unknown_people() -> None:
 def test_apply_counts_each_fact_once() -> None:
     facts = service.fan_out("/s", "e1", kudos("bob", "ann", values=("growth", "direction")),
                             PEOPLE.get)  # fmt: skip
-    bucket = service.apply(None, facts)
+    seen: set[str] = set()
+    bucket = service.apply(None, facts, seen)
     assert bucket is not None
     assert bucket["activity"]["received"] == {"ann": 1}
     assert bucket["activity"]["given"] == {"bob": 1}
     assert bucket["activity"]["values"] == {"growth": 1, "direction": 1}
     # Redelivery of the same event: nothing changes.
-    assert service.apply(bucket, facts) is None
+    assert service.apply(bucket, facts, seen) is None
     # Same event id from another source is another event.
     other = service.fan_out("/other", "e1", kudos("bob", "ann"), PEOPLE.get)
-    bucket = service.apply(bucket, other)
+    bucket = service.apply(bucket, other, seen)
     assert bucket is not None and bucket["activity"]["received"] == {"ann": 2}
 
 
 def test_apply_survives_a_json_round_trip_as_in_the_changelog() -> None:
-    import orjson
-
     facts = service.fan_out("/s", "e1", kudos("bob", "ann", "cid"), PEOPLE.get)
-    stored = orjson.loads(orjson.dumps(service.apply(None, facts)))
-    assert service.apply(stored, facts) is None
-    assert service.TeamFact.loads(facts[1].dumps()) == facts[1]
+    stored = orjson.loads(orjson.dumps(service.apply(None, facts, set())))
+    assert service.apply(stored, facts, service.seen_ids(stored, {}.__getitem__)) is None
+    assert service.loads(service.dumps(facts)) == facts
+
+
+def test_sealed_chunks_keep_every_id_and_the_bucket_small() -> None:
+    def facts(first: int, last: int) -> list[service.TeamFact]:
+        one = kudos("bob", "ann")
+        return [
+            f for i in range(first, last) for f in service.fan_out("/s", f"e{i}", one, PEOPLE.get)
+        ]
+
+    chunks: dict[int, list[str]] = {}
+    bucket: service.Bucket | None = None
+    n = 3 * service.CHUNK
+    for first in range(0, n, 100):  # in batches, as the worker sees them
+        bucket = service.apply(bucket, facts(first, min(n, first + 100)), set())
+        assert bucket is not None
+        sealed = service.seal(bucket)
+        if sealed is not None:
+            chunks[sealed[0]] = sealed[1]
+        # Recovered from the changelog: the chunks below ``sealed`` and the fresh ids.
+        bucket = orjson.loads(orjson.dumps(bucket))
+        assert len(bucket["fresh"]) < service.CHUNK
+    assert bucket is not None and bucket["activity"]["received"] == {"ann": n}
+    assert sorted(chunks) == list(range(bucket["sealed"])) and bucket["sealed"] == 5
+    # Every event again, long after (a producer that retried): nothing counts twice.
+    seen = service.seen_ids(bucket, chunks.__getitem__)
+    assert len(seen) == 2 * n
+    assert service.apply(bucket, facts(0, n), seen) is None
+    # A chunk written just before a crash that lost the bucket's write is not read.
+    chunks[bucket["sealed"]] = ["not-counted"]
+    assert "not-counted" not in service.seen_ids(bucket, chunks.__getitem__)
 
 
 def test_snapshot_totals_all_days_details_recent_ones() -> None:
-    old = service.apply(None, service.fan_out("/s", "old", kudos("bob", "ann"), PEOPLE.get))
-    new = service.apply(None, service.fan_out("/s", "new", kudos("bob", "ann"), PEOPLE.get))
+    old = service.apply(None, service.fan_out("/s", "old", kudos("bob", "ann"), PEOPLE.get), set())
+    new = service.apply(None, service.fan_out("/s", "new", kudos("bob", "ann"), PEOPLE.get), set())
     assert old is not None and new is not None
     now = datetime(2026, 11, 22, tzinfo=UTC)
     snap = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, TeamTrust(), now)
