@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     topic_partitions: int = 8
     topic_replication_factor: int = 1
     session_timeout_s: float | None = Field(
-        default=None, description="Consumer session timeout; default 6 s embedded, 30 s else."
+        default=None, description="Consumer session timeout; default 4 s embedded, 30 s else."
     )
     publish_timeout_s: float = 5.0
     rate_limit_per_s: float = Field(
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         # Tansu waits session_timeout/2 before completing a group join: keep it short there.
         if self.session_timeout_s is not None:
             return self.session_timeout_s
-        return 6.0 if self.embedded else 30.0
+        return 4.0 if self.embedded else 30.0
 
     @property
     def dev_key_file(self) -> Path:

@@ -47,6 +47,7 @@ class TopicView(ABC):
                     bootstrap_servers=self._settings.bootstrap_servers,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
+                    fetch_max_wait_ms=100,  # a view is as fresh as its slowest fetch
                 )
                 await consumer.start()
                 partitions = await self._partitions(consumer)

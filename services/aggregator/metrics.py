@@ -29,6 +29,11 @@ class AggregatorMetrics:
             ["stage"],
             registry=registry,
         )
+        self.partitions = Gauge(
+            "rapport_aggregator_partitions",
+            "Team-facts partitions this worker owns, set once their tables are recovered.",
+            registry=registry,
+        )
         self.event_time_lag = Histogram(
             "rapport_aggregator_event_time_lag_seconds",
             "Seconds from a recognition's event time to its processing (backdated "

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.events import DayActivity, Person, RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.codec import format_time
+from shared.events import DayActivity, Person, RecognitionGiven, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
 CHUNK = 512
@@ -95,8 +96,12 @@ def fan_out(
     return facts
 
 
+EMPTY_ACTIVITY = DayActivity().model_dump()
+
+
 def new_bucket() -> Bucket:
-    return {"activity": DayActivity().model_dump(), "fresh": [], "sealed": 0}
+    activity = {k: v.copy() if isinstance(v, dict) else v for k, v in EMPTY_ACTIVITY.items()}
+    return {"activity": activity, "fresh": [], "sealed": 0}
 
 
 def seen_ids(bucket: Bucket | None, chunk: Callable[[int], list[str]]) -> set[str]:
@@ -148,17 +153,20 @@ def seal(bucket: Bucket) -> tuple[int, list[str]] | None:
 
 def build_snapshot(
     team_id: str, buckets: Mapping[str, Bucket], trust: TeamTrust, now: datetime
-) -> TeamSnapshot:
-    """All-time totals by value, the recent days in detail, and the team's trust blocks."""
+) -> dict[str, Any]:
+    """The data of a team snapshot event (shape: ``TeamSnapshot``): all-time totals by
+    value, the recent days in detail, and the team's trust blocks. Built from the
+    buckets' own JSON, without a model round trip: every snapshot goes through here."""
     first_day = (now.astimezone(UTC).date() - timedelta(days=SNAPSHOT_DAYS - 1)).isoformat()
     totals: dict[str, int] = {}
-    days: dict[str, DayActivity] = {}
+    days: dict[str, Any] = {}
     for day, bucket in sorted(buckets.items()):
         for value, n in bucket["activity"]["values"].items():
             totals[value] = totals.get(value, 0) + n
         if day >= first_day:
-            days[day] = DayActivity.model_validate(bucket["activity"])
-    return TeamSnapshot(team_id=team_id, generated_at=now, days=days, totals=totals, trust=trust)
+            days[day] = bucket["activity"]
+    return {"team_id": team_id, "generated_at": format_time(now), "days": days,
+            "totals": totals, "trust": trust.model_dump(mode="json")}  # fmt: skip
 
 
 def table_key(team_id: str, day: str) -> str:

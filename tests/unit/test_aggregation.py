@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from services.aggregator import service
-from shared.events import Person, RecognitionGiven, TeamTrust
+from shared.events import Person, RecognitionGiven, TeamSnapshot, TeamTrust
 
 PEOPLE = {
     "lead": Person(id="lead", name="L", email="l@x.io", team_id="a"),
@@ -109,7 +109,8 @@ def test_snapshot_totals_all_days_details_recent_ones() -> None:
     new = service.apply(None, service.fan_out("/s", "new", kudos("bob", "ann"), PEOPLE.get), set())
     assert old is not None and new is not None
     now = datetime(2026, 11, 22, tzinfo=UTC)
-    snap = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, TeamTrust(), now)
+    data = service.build_snapshot("a", {"2025-01-01": old, "2026-11-20": new}, TeamTrust(), now)
+    snap = TeamSnapshot.model_validate(data)  # the event's contract shape
     assert snap.totals == {"growth": 2}
     assert list(snap.days) == ["2026-11-20"]
     assert snap.days["2026-11-20"].received == {"ann": 1}
