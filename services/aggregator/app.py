@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import tempfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +47,7 @@ from .metrics import AggregatorMetrics
 
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
+SEEN_CACHE_BUCKETS = 4096
 BATCH = 1000
 BATCH_WITHIN_S = 0.05
 SNAPSHOT_EVERY_S = 0.2
@@ -158,7 +159,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     survey_dlq = app.topic(topics.dlq(topics.SURVEY), key_serializer="raw", value_serializer="raw")
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     changelog = table.changelog_topic
-    seen_cache: dict[str, set[str]] = {}  # per bucket key: service.seen_ids
+    # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
+    seen_cache: OrderedDict[str, set[int]] = OrderedDict()
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
     questions = catalogue(settings)
     k, comment_k = settings.anonymity_k, settings.comment_k
@@ -319,11 +321,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             dirty.add(team_id)
         return sent, handled
 
-    def seen_of(key: str) -> set[str]:
-        if key not in seen_cache:
-            chunk = lambda n: table.data[service.chunk_key(key, n)]  # noqa: E731
-            seen_cache[key] = service.seen_ids(table.data.get(key), chunk)
-        return seen_cache[key]
+    def seen_of(key: str) -> set[int]:
+        if key in seen_cache:
+            seen_cache.move_to_end(key)
+            return seen_cache[key]
+        chunk = lambda n: table.data[service.chunk_key(key, n)]  # noqa: E731
+        seen = seen_cache[key] = service.seen_ids(table.data.get(key), chunk)
+        if len(seen_cache) > SEEN_CACHE_BUCKETS:
+            seen_cache.popitem(last=False)
+        return seen
 
     @app.timer(SNAPSHOT_EVERY_S)  # type: ignore[untyped-decorator]  # faust is untyped here
     async def publish_snapshots() -> None:

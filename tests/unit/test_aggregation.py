@@ -53,7 +53,7 @@ def test_fan_out_upward_and_unknown_people() -> None:
 def test_apply_counts_each_fact_once() -> None:
     facts = service.fan_out("/s", "e1", kudos("bob", "ann", values=("growth", "direction")),
                             PEOPLE.get)  # fmt: skip
-    seen: set[str] = set()
+    seen: set[int] = set()
     bucket = service.apply(None, facts, seen)
     assert bucket is not None
     assert bucket["activity"]["received"] == {"ann": 1}
@@ -81,7 +81,7 @@ def test_sealed_chunks_keep_every_id_and_the_bucket_small() -> None:
             f for i in range(first, last) for f in service.fan_out("/s", f"e{i}", one, PEOPLE.get)
         ]
 
-    chunks: dict[int, list[str]] = {}
+    chunks: dict[int, list[int]] = {}
     bucket: service.Bucket | None = None
     n = 3 * service.CHUNK
     for first in range(0, n, 100):  # in batches, as the worker sees them
@@ -100,8 +100,8 @@ def test_sealed_chunks_keep_every_id_and_the_bucket_small() -> None:
     assert len(seen) == 2 * n
     assert service.apply(bucket, facts(0, n), seen) is None
     # A chunk written just before a crash that lost the bucket's write is not read.
-    chunks[bucket["sealed"]] = ["not-counted"]
-    assert "not-counted" not in service.seen_ids(bucket, chunks.__getitem__)
+    chunks[bucket["sealed"]] = [-1]
+    assert -1 not in service.seen_ids(bucket, chunks.__getitem__)
 
 
 def test_snapshot_totals_all_days_details_recent_ones() -> None:
