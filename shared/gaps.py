@@ -13,9 +13,11 @@ the missing batch is there. Only for the embedded broker: on Apache Kafka gaps a
 real (compaction, transaction markers) and none of this is needed.
 
 Tansu also answers a ListOffsets request (``end_offsets``) with the last batch's base
-offset + 1, not the end of the log: a reader that stops there misses the rest of that
-batch. Faust recovering a table did (crash test: 90 recognitions of one team lost).
-:func:`log_ends` asks for the high watermark of a fetch instead, right on any broker.
+offset + 1, not the end of the log. A consumer that reads until its position passes it
+still gets the whole batch (fetches return whole batches), but faust recovering a table
+stops applying records at that offset and missed the rest of the batch (crash test: up
+to 600 recognitions of one team lost). :func:`log_ends` asks for the high watermark of a
+fetch instead, right on any broker.
 """
 
 from __future__ import annotations

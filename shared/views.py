@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.gaps import GapGuard, log_ends
+from shared.gaps import GapGuard
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ class TopicView(ABC):
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError(f"view of {self.topic} is not started")
-        ends = await log_ends(self._settings.bootstrap_servers, consumer.assignment())
+        # Tansu's end offset can be a batch's base + 1; a fetch returns whole batches,
+        # so a position past it has the whole batch (shared.gaps).
+        ends = await consumer.end_offsets(list(consumer.assignment()))
 
         def caught_up() -> bool:
             return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
