@@ -92,7 +92,8 @@ def test_survey_answers_posted_over_http_show_up_from_k_respondents(
     feedback = f"http://127.0.0.1:{stack['RAPPORT_FEEDBACK_PORT']}"
     metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
     key_file = Path(stack["RAPPORT_VAR_DIR"]) / "dev-api-key"
-    wait_until(lambda: _ok(f"{feedback}/readyz") and key_file.exists(), timeout=60)
+    wait_until(lambda: _ok(f"{api}/readyz") and _ok(f"{feedback}/readyz") and key_file.exists(),
+               timeout=60)  # fmt: skip
     headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
     team = [{"id": f"g{i}", "name": f"G {i}", "email": f"g{i}@x.io", "team_id": "gamma",
              "manager_id": "g0" if i else None} for i in range(6)]  # fmt: skip
