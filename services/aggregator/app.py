@@ -17,13 +17,14 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import Message
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -48,9 +49,10 @@ from .metrics import AggregatorMetrics
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
 SEEN_CACHE_BUCKETS = 4096
-BATCH = 1000
-BATCH_WITHIN_S = 0.05
 SNAPSHOT_EVERY_S = 0.2
+FETCH_RECORDS = 2000  # at most per fetch, so per batch
+FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
+INPUTS = (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS)
 
 
 class Gate:
@@ -91,35 +93,37 @@ class Gate:
 
 
 async def in_batches(
-    stream: Any,
-    process: Callable[[list[Any]], Awaitable[tuple[list[Awaitable[Any]], int]]],
+    app: faust.App,
+    lane: asyncio.Queue[list[Message]],
+    process: Callable[[list[Message]], Awaitable[tuple[list[Awaitable[Any]], int]]],
     stage: str,
     metrics: AggregatorMetrics,
     gate: Gate,
 ) -> None:
-    """Feed ``stream`` to ``process`` in batches, acking a batch only once it is done.
+    """Feed the messages of ``lane`` to ``process`` a batch at a time; ack a batch only
+    once it is done.
 
     ``process`` returns the sends it made and how many items it handled (a record of
-    team facts holds many); the batch is done when the broker has
-    acknowledged all of them, so an offset is never committed for output that a crash
-    could still lose (faust's own flush before a commit gives up after 0.1 s).
-    faust acks a batch when the loop body is left, however it is left: a worker that
-    cannot finish one (an error, or a stop in the middle) exits on the spot, before
-    anything is committed, and the batch is delivered again to whoever takes over.
+    team facts holds many); the batch is done when the broker has acknowledged all of
+    them, so an offset is never committed for output that a crash could still lose
+    (faust's own flush before a commit gives up after 0.1 s). A worker that cannot
+    finish a batch (an error, or a stop in the middle) exits on the spot, before its
+    offsets are acked, and the batch is delivered again to whoever takes over.
     """
-    consumer = stream.app.consumer
-    async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
+    consumer = app.consumer
+    while True:
+        messages = await lane.get()
         try:
             async with gate.batch():
                 # Taken before a rebalance: skip what is now another worker's.
                 assigned = consumer.assignment()
-                taken = len(events)
-                events = [event for event in events if event.message.tp in assigned]
-                if len(events) < taken:
+                taken = len(messages)
+                messages = [m for m in messages if m.tp in assigned]
+                if len(messages) < taken:
                     log.info(
-                        "%s: skipped %d records of revoked partitions", stage, taken - len(events)
+                        "%s: skipped %d records of revoked partitions", stage, taken - len(messages)
                     )
-                sent, handled = await process(events)
+                sent, handled = await process(messages)
                 await asyncio.gather(*sent)
         except asyncio.CancelledError:
             log.warning("stopped in the middle of a batch; it will be processed again")
@@ -127,10 +131,17 @@ async def in_batches(
         except Exception:
             log.exception("a batch failed; exiting so that it is processed again")
             os._exit(1)
+        for message in messages:
+            consumer.ack(message)
         metrics.events.labels(stage).inc(handled)
-        last = {event.message.tp: event.message.offset for event in events}
+        last = {m.tp: m.offset for m in messages}
         lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in last.items())
         metrics.consumer_lag.labels(stage).set(lag)
+
+
+def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
+    """A record's headers, as aiokafka reads them (faust types them more loosely)."""
+    return cast(Sequence[tuple[str, bytes]], message.headers or ())
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -149,13 +160,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         web_enabled=False,
         stream_wait_empty=False,
+        broker_max_poll_records=FETCH_RECORDS,
         producer_linger=0.005,  # a batch's sends go out in a few produce requests
     )
-    transport.tune(app, settings.embedded)
-    recognitions = app.topic(topics.RECOGNITION, key_serializer="raw", value_serializer="raw")
+    # The input topics, each read a fetch at a time (see transport.Consumer).
+    lanes = {t: asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}
+    transport.tune(app, settings.embedded, lanes)
+    for name in INPUTS:
+        app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
     dlq = app.topic(topics.dlq(topics.RECOGNITION), key_serializer="raw", value_serializer="raw")
     facts = app.topic(topics.TEAM_FACTS, key_serializer="raw", value_serializer="raw")
-    surveys = app.topic(topics.SURVEY, key_serializer="raw", value_serializer="raw")
     survey_dlq = app.topic(topics.dlq(topics.SURVEY), key_serializer="raw", value_serializer="raw")
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     changelog = table.changelog_topic
@@ -163,6 +177,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     seen_cache: OrderedDict[str, set[int]] = OrderedDict()
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
     questions = catalogue(settings)
+    known_values = frozenset(settings.values)
     k, comment_k = settings.anonymity_k, settings.comment_k
     metrics = AggregatorMetrics(registry or CollectorRegistry())
     for source in (topics.RECOGNITION, topics.SURVEY):
@@ -199,21 +214,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         """Straight to faust's producer: its Topic.send costs more than a fact's processing."""
         return await app.producer.send(topic, key, value, partition, None, headers)
 
-    async def to_dlq(event: Any, reason: str, topic: faust.TopicT = dlq) -> Awaitable[Any]:
-        log.warning("record from %s sent to DLQ: %s", event.message.topic, reason)
-        metrics.dlq.labels(event.message.topic).inc()
-        headers = [*event.message.headers, (DLQ_REASON, reason.encode())]
-        return await topic.send(key=event.key, value=event.value, headers=headers, force=True)
+    async def to_dlq(message: Message, reason: str, topic: faust.TopicT = dlq) -> Awaitable[Any]:
+        log.warning("record from %s sent to DLQ: %s", message.topic, reason)
+        metrics.dlq.labels(message.topic).inc()
+        headers = [*headers_of(message), (DLQ_REASON, reason.encode())]
+        return await topic.send(key=message.key, value=message.value, headers=headers, force=True)
 
-    async def team_facts_of(event: Any) -> list[service.TeamFact]:
+    async def team_facts_of(message: Message, now: datetime) -> list[service.TeamFact]:
         """Decode one recognition into team facts; raise if it cannot be counted."""
-        ce = decode(event.message.headers, event.value)
+        ce = decode(headers_of(message), message.value)
         if ce.type != RECOGNITION_GIVEN:
             raise CodecError(f"unexpected ce_type {ce.type!r}")
         recognition = RecognitionGiven.model_validate(ce.data)
-        if not set(recognition.values) <= set(settings.values):
+        if not known_values.issuperset(recognition.values):
             raise CodecError(f"unknown value in {list(recognition.values)}")
-        lag = (datetime.now(UTC) - recognition.occurred_at).total_seconds()
+        lag = (now - recognition.occurred_at).total_seconds()
         metrics.event_time_lag.observe(max(0.0, lag))
         try:
             return service.fan_out(ce.source, ce.id, recognition, directory.get)
@@ -221,25 +236,27 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await directory.sync()  # the person may have been added a moment ago
             return service.fan_out(ce.source, ce.id, recognition, directory.get)
 
-    async def fan_out_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
+    async def fan_out_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
         by_partition: dict[int, list[service.TeamFact]] = defaultdict(list)
-        for event in events:
+        now = datetime.now(UTC)
+        for message in messages:
             try:
-                team_facts = await team_facts_of(event)
+                team_facts = await team_facts_of(message, now)
             except (CodecError, ValidationError, service.Unresolvable) as exc:
-                sent.append(await to_dlq(event, str(exc)))
+                sent.append(await to_dlq(message, str(exc)))
                 continue
             for f in team_facts:
                 by_partition[team_partition(f.team_id)].append(f)
         for partition, team_facts in by_partition.items():
-            value = service.dumps(team_facts)
-            sent.append(await send(topics.TEAM_FACTS, None, value, partition))
-        return sent, len(events)
+            for i in range(0, len(team_facts), FACTS_PER_RECORD):
+                value = service.dumps(team_facts[i : i + FACTS_PER_RECORD])
+                sent.append(await send(topics.TEAM_FACTS, None, value, partition))
+        return sent, len(messages)
 
-    def feedback_of(event: Any) -> tuple[CloudEvent, SurveyResponded | SelfAssessed]:
+    def feedback_of(message: Message) -> tuple[CloudEvent, SurveyResponded | SelfAssessed]:
         """Decode and check one survey-topic event; raise if it cannot be counted."""
-        ce = decode(event.message.headers, event.value)
+        ce = decode(headers_of(message), message.value)
         if ce.type == SURVEY_RESPONSE:
             response = SurveyResponded.model_validate(ce.data)
             questions.check_answers(response.answers)
@@ -250,24 +267,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return ce, assessment
         raise CodecError(f"unexpected ce_type {ce.type!r}")
 
-    async def forward_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
+    async def forward_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
-        for event in events:
+        for message in messages:
             try:
-                team_id = feedback_of(event)[1].team_id
+                team_id = feedback_of(message)[1].team_id
             except (CodecError, ValueError) as exc:  # pydantic's ValidationError included
-                sent.append(await to_dlq(event, str(exc), survey_dlq))
+                sent.append(await to_dlq(message, str(exc), survey_dlq))
                 continue
-            headers = list(event.message.headers)
+            headers = list(headers_of(message))
             sent.append(
                 await facts.send(
-                    key=team_id.encode(), value=event.value, headers=headers, force=True
+                    key=team_id.encode(), value=message.value, headers=headers, force=True
                 )
             )
-        return sent, len(events)
+        return sent, len(messages)
 
-    async def apply_feedback(event: Any, sent: list[Awaitable[Any]]) -> None:
-        ce, item = feedback_of(event)
+    async def apply_feedback(message: Message, sent: list[Awaitable[Any]]) -> None:
+        ce, item = feedback_of(message)
         state = trust_table.data.get(item.team_id)
         event_id = f"{ce.source} {ce.id}"
         if isinstance(item, SurveyResponded):
@@ -277,7 +294,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if new is not None:
             trust.prune(new, datetime.now(UTC))
             trust_table.data[item.team_id] = new
-            partition = event.message.partition
+            partition = message.partition
             sent.append(
                 await trust_table.changelog_topic.send(
                     key=item.team_id, value=new, partition=partition, force=True
@@ -285,18 +302,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             )
         dirty.add(item.team_id)
 
-    async def aggregate_batch(events: list[Any]) -> tuple[list[Awaitable[Any]], int]:
+    async def aggregate_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
         sent: list[Awaitable[Any]] = []
         handled = 0
-        for event in events:
-            if any(h == "ce_type" for h, _ in event.message.headers or ()):
+        for message in messages:
+            if any(h == "ce_type" for h, _ in headers_of(message)):
                 # A forwarded survey event (recognition facts carry no headers).
-                await apply_feedback(event, sent)
+                await apply_feedback(message, sent)
                 handled += 1
                 continue
-            for f in service.loads(event.value):
-                grouped[(service.table_key(f.team_id, f.day), event.message.partition)].append(f)
+            for f in service.loads(message.value or b"[]"):  # None: no facts
+                grouped[(service.table_key(f.team_id, f.day), message.partition)].append(f)
                 handled += 1
         for (key, partition), team_facts in grouped.items():
             bucket = service.apply(table.data.get(key), team_facts, seen_of(key))
@@ -350,21 +367,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             log.exception("publishing snapshots failed; exiting so that they are rebuilt")
             os._exit(1)
 
-    @app.agent(recognitions)
-    async def fan_out(stream: Any) -> None:
+    @app.task  # type: ignore[untyped-decorator]  # as above
+    async def fan_out() -> None:
         await directory.start()
-        await in_batches(stream, fan_out_batch, "fan_out", metrics, gate)
+        await in_batches(app, lanes[topics.RECOGNITION], fan_out_batch, "fan_out", metrics, gate)
 
-    @app.agent(surveys)
-    async def forward(stream: Any) -> None:
-        await in_batches(stream, forward_batch, "forward", metrics, gate)
+    @app.task  # type: ignore[untyped-decorator]  # as above
+    async def forward() -> None:
+        await in_batches(app, lanes[topics.SURVEY], forward_batch, "forward", metrics, gate)
 
-    @app.agent(facts)
-    async def aggregate(stream: Any) -> None:
-        await in_batches(stream, aggregate_batch, "aggregate", metrics, gate)
+    @app.task  # type: ignore[untyped-decorator]  # as above
+    async def aggregate() -> None:
+        await in_batches(app, lanes[topics.TEAM_FACTS], aggregate_batch, "aggregate", metrics, gate)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as below
     async def finish_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for lane in lanes.values():  # faust seeks back to the committed offsets
+            while not lane.empty():
+                lane.get_nowait()
         await gate.close()  # opened again once the tables are recovered
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type is too narrow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import orjson
@@ -71,7 +72,9 @@ def test_apply_survives_a_json_round_trip_as_in_the_changelog() -> None:
     facts = service.fan_out("/s", "e1", kudos("bob", "ann", "cid"), PEOPLE.get)
     stored = orjson.loads(orjson.dumps(service.apply(None, facts, set())))
     assert service.apply(stored, facts, service.seen_ids(stored, {}.__getitem__)) is None
-    assert service.loads(service.dumps(facts)) == facts
+    # Every field comes back; values as a JSON array does, a list.
+    back = service.loads(service.dumps(facts))
+    assert [dataclasses.replace(f, values=tuple(f.values)) for f in back] == facts
 
 
 def test_sealed_chunks_keep_every_id_and_the_bucket_small() -> None:
