@@ -23,7 +23,7 @@ class CodecError(ValueError):
     """A record is not a valid binary-mode CloudEvent with JSON data."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: that makes decoding one a fifth slower
 class CloudEvent:
     id: str
     source: str
@@ -51,7 +51,7 @@ def encode(event: CloudEvent) -> tuple[Headers, bytes]:
 
 def decode(headers: Sequence[tuple[str, bytes]] | None, value: bytes | None) -> CloudEvent:
     """Parse a record; raise :class:`CodecError` naming what is wrong."""
-    attrs = {k: v for k, v in headers or () if k.startswith("ce_") or k == "content-type"}
+    attrs = dict(headers or ())
     if attrs.get("ce_specversion") != SPECVERSION:
         raise CodecError("ce_specversion header missing or not 1.0")
     missing = [h for h in ("ce_id", "ce_source", "ce_type") if not attrs.get(h)]
@@ -64,12 +64,7 @@ def decode(headers: Sequence[tuple[str, bytes]] | None, value: bytes | None) -> 
         raw_time = attrs.get("ce_time")
         time = datetime.fromisoformat(raw_time.decode()) if raw_time else datetime.now(UTC)
         data = orjson.loads(value) if value is not None else None
-        return CloudEvent(
-            id=attrs["ce_id"].decode(),
-            source=attrs["ce_source"].decode(),
-            type=attrs["ce_type"].decode(),
-            time=time,
-            data=data,
-        )
+        ids = attrs["ce_id"].decode(), attrs["ce_source"].decode(), attrs["ce_type"].decode()
+        return CloudEvent(*ids, time, data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"unreadable record: {exc}") from None

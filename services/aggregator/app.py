@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -52,6 +52,7 @@ SEEN_CACHE_BUCKETS = 4096
 SNAPSHOT_EVERY_S = 0.2
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
+IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broker
 INPUTS = (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS)
 
 
@@ -59,10 +60,11 @@ class Gate:
     """Keeps batches and rebalances apart.
 
     On a rebalance, faust re-reads every table from its changelog and seeks the streams
-    back to their committed offsets; it does not wait for batches (``stream_wait_empty``
-    is off). A batch still writing then would be applied to state the re-read replaces,
-    and its offsets committed without its effect. So the revocation waits for the
-    batches in flight, and no batch starts until the tables are recovered.
+    back to their committed offsets; it does not wait for batches. A batch still
+    writing then would be applied to state the re-read replaces, and its offsets
+    committed without its effect. So the revocation waits for the batches in flight
+    (entered, and not left once the broker acknowledged their output), and no batch
+    starts until the tables are recovered.
     """
 
     def __init__(self) -> None:
@@ -72,17 +74,15 @@ class Gate:
         self._open = asyncio.Event()
         self._open.set()
 
-    @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
+    async def enter(self) -> None:
         await self._open.wait()
         self._count += 1
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self._count -= 1
-            if not self._count:
-                self._idle.set()
+
+    def leave(self) -> None:
+        self._count -= 1
+        if not self._count:
+            self._idle.set()
 
     async def close(self) -> None:
         self._open.clear()
@@ -106,37 +106,56 @@ async def in_batches(
     ``process`` returns the sends it made and how many items it handled (a record of
     team facts holds many); the batch is done when the broker has acknowledged all of
     them, so an offset is never committed for output that a crash could still lose
-    (faust's own flush before a commit gives up after 0.1 s). A worker that cannot
-    finish a batch (an error, or a stop in the middle) exits on the spot, before its
-    offsets are acked, and the batch is delivered again to whoever takes over.
+    (faust's own flush before a commit gives up after 0.1 s). The next batch is
+    processed meanwhile, up to ``IN_FLIGHT`` batches. A worker that cannot finish a
+    batch (an error, or a stop in the middle) exits on the spot, before its offsets are
+    acked, and the batch is delivered again to whoever takes over.
     """
     consumer = app.consumer
-    while True:
-        messages = await lane.get()
-        try:
-            async with gate.batch():
-                # Taken before a rebalance: skip what is now another worker's.
-                assigned = consumer.assignment()
-                taken = len(messages)
-                messages = [m for m in messages if m.tp in assigned]
-                if len(messages) < taken:
-                    log.info(
-                        "%s: skipped %d records of revoked partitions", stage, taken - len(messages)
-                    )
-                sent, handled = await process(messages)
-                await asyncio.gather(*sent)
-        except asyncio.CancelledError:
-            log.warning("stopped in the middle of a batch; it will be processed again")
-            os._exit(0)
-        except Exception:
-            log.exception("a batch failed; exiting so that it is processed again")
-            os._exit(1)
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def finish(messages: list[Message], sent: list[Awaitable[Any]], handled: int) -> None:
+        with exit_unless_done():
+            await asyncio.gather(*sent)
+        gate.leave()
         for message in messages:
             consumer.ack(message)
         metrics.events.labels(stage).inc(handled)
         last = {m.tp: m.offset for m in messages}
         lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in last.items())
         metrics.consumer_lag.labels(stage).set(lag)
+
+    while True:
+        messages = await lane.get()
+        await gate.enter()
+        with exit_unless_done():
+            # Taken before a rebalance: skip what is now another worker's.
+            assigned = consumer.assignment()
+            taken = len(messages)
+            messages = [m for m in messages if m.tp in assigned]
+            if len(messages) < taken:
+                log.info(
+                    "%s: skipped %d records of revoked partitions", stage, taken - len(messages)
+                )
+            sent, handled = await process(messages)
+        task = asyncio.create_task(finish(messages, sent, handled))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        if len(in_flight) >= IN_FLIGHT:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+
+@contextlib.contextmanager
+def exit_unless_done() -> Iterator[None]:
+    """Exit the worker, before anything is acked, if the block does not finish."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        log.warning("stopped in the middle of a batch; it will be processed again")
+        os._exit(0)
+    except Exception:
+        log.exception("a batch failed; exiting so that it is processed again")
+        os._exit(1)
 
 
 def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
