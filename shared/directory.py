@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -15,6 +17,23 @@ from shared.settings import Settings
 from shared.views import TopicView
 
 log = logging.getLogger(__name__)
+
+
+def read_person(
+    key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+) -> tuple[str, Person | None] | None:
+    """A directory record as (person id, person or ``None`` if removed); ``None`` (and a
+    warning) if it cannot be read."""
+    if key is None:
+        log.warning("directory record without key ignored")
+        return None
+    if value is None:
+        return key.decode(), None
+    try:
+        return key.decode(), Person.model_validate(decode(headers, value).data)
+    except (CodecError, ValidationError) as exc:
+        log.warning("invalid directory record %r ignored: %s", key, exc)
+        return None
 
 
 class DirectoryView(TopicView):
@@ -85,15 +104,44 @@ class DirectoryView(TopicView):
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
     ) -> None:
-        if key is None:
-            log.warning("directory record without key ignored")
+        if (record := read_person(key, headers, value)) is not None:
+            self.put(*record)
+
+
+@dataclass(slots=True)
+class Placement:
+    """Where a person sits: all the aggregator needs to know of them."""
+
+    id: str
+    team_id: str
+    manager_id: str | None
+
+
+class Roster(TopicView):
+    """Every person's team and manager, kept up to date from the directory topic.
+
+    A tenth of the memory of a :class:`DirectoryView`: one small object per person,
+    its strings shared (interned) with every bucket that counts the person.
+    """
+
+    topic = topics.DIRECTORY
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._people: dict[str, Placement] = {}
+
+    def get(self, person_id: str) -> Placement | None:
+        return self._people.get(person_id)
+
+    def apply(
+        self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+    ) -> None:
+        if (record := read_person(key, headers, value)) is None:
             return
-        if value is None:
-            self.put(key.decode(), None)
+        person_id, person = record
+        if person is None:
+            self._people.pop(person_id, None)
             return
-        try:
-            person = Person.model_validate(decode(headers, value).data)
-        except (CodecError, ValidationError) as exc:
-            log.warning("invalid directory record %r ignored: %s", key, exc)
-            return
-        self.put(key.decode(), person)
+        manager_id = person.manager_id and sys.intern(person.manager_id)
+        placement = Placement(sys.intern(person_id), sys.intern(person.team_id), manager_id)
+        self._people[placement.id] = placement

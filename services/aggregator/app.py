@@ -1,9 +1,9 @@
-"""The faust app: agents move records between topics and the team tables.
+"""The faust app: three stages move records between topics and the team tables.
 
 rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1
     (a batch's facts in one record per partition, on the partition of their teams)
 rapport.feedback.survey.v1 --forward--> team-facts (the event as is, re-keyed by team)
-team-facts --apply--> tables team-days (key: team/day, and team/day#n for sealed fact
+team-facts --aggregate--> tables team-days (key: team/day, and team/day#n for sealed fact
                        ids), team-trust (key: team)
 snapshot timer --> rapport.metrics.snapshots.v1 (key: team), for the teams that changed
 """
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from shared import topics
 from shared.codec import DLQ_REASON, CloudEvent, CodecError, decode, encode
-from shared.directory import DirectoryView
+from shared.directory import Roster
 from shared.events import (
     RECOGNITION_GIVEN,
     SELF_ASSESSMENT,
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
 SEEN_CACHE_BUCKETS = 4096
 SNAPSHOT_EVERY_S = 0.2
+SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the broker
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
 IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broker
@@ -164,7 +165,7 @@ def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
-    """Build the faust app with its topics, tables and agents (metrics in ``registry``)."""
+    """Build the faust app with its topics, tables and stages (metrics in ``registry``)."""
     n = settings.topic_partitions
     app = faust.App(
         topics.AGGREGATOR_APP_ID,
@@ -201,7 +202,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = AggregatorMetrics(registry or CollectorRegistry())
     for source in (topics.RECOGNITION, topics.SURVEY):
         metrics.dlq.labels(source)  # a series at 0 from the start, not only after a first
-    directory = DirectoryView(settings)
+    directory = Roster(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
     dirty: set[str] = set()  # teams whose snapshot is older than their tables
@@ -222,6 +223,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)
         headers, value = encode(ce)
         return await send(topics.SNAPSHOTS, team_id.encode(), value, headers=headers)
+
+    async def publish_snapshots_of(teams: list[str]) -> None:
+        # A slice at a time: with thousands of teams, all their snapshots at once would
+        # sit in the producer's buffers together (over 100 MB with 5,000 teams).
+        for i in range(0, len(teams), SNAPSHOT_SLICE):
+            await asyncio.gather(
+                *[await publish_snapshot(t) for t in teams[i : i + SNAPSHOT_SLICE]]
+            )
 
     async def send(
         topic: str,
@@ -381,7 +390,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         teams = [t for t in dirty if team_partition(t) in active]
         dirty.clear()
         try:
-            await asyncio.gather(*[await publish_snapshot(team_id) for team_id in teams])
+            await publish_snapshots_of(teams)
         except Exception:
             log.exception("publishing snapshots failed; exiting so that they are rebuilt")
             os._exit(1)
@@ -424,7 +433,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         teams = set(days_by_team) | set(trust_table.data.keys())
         owned = [t for t in sorted(teams) if team_partition(t) in active]
         dirty.difference_update(owned)
-        await asyncio.gather(*[await publish_snapshot(team_id) for team_id in owned])
+        await publish_snapshots_of(owned)
         log.info("recovered; republished %d team snapshots", len(owned))
         metrics.partitions.set(len(active))
         gate.open()

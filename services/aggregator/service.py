@@ -1,4 +1,4 @@
-"""Pure aggregation logic; the faust agents in ``app.py`` only move data in and out.
+"""Pure aggregation logic; the stages in ``app.py`` only move data in and out.
 
 Two steps, so that each aggregate has one owner:
 1. ``fan_out``: a recognition becomes per-team facts (one per recipient, one for the
@@ -13,19 +13,31 @@ Two steps, so that each aggregate has one owner:
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from shared.codec import format_time
-from shared.events import DayActivity, Person, RecognitionGiven, TeamTrust
+from shared.events import DayActivity, RecognitionGiven, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
 CHUNK = 512
 Bucket = dict[str, Any]
+
+
+class Placed(Protocol):
+    """What fan-out needs to know of a person (a ``Person`` or a roster's ``Placement``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def team_id(self) -> str: ...
+    @property
+    def manager_id(self) -> str | None: ...
 
 
 class Unresolvable(ValueError):
@@ -63,7 +75,7 @@ def fact_id(*parts: str) -> int:
 
 
 def fan_out(
-    source: str, event_id: str, r: RecognitionGiven, lookup: Callable[[str], Person | None]
+    source: str, event_id: str, r: RecognitionGiven, lookup: Callable[[str], Placed | None]
 ) -> list[TeamFact]:
     """Split one recognition into facts for the teams involved."""
     giver = lookup(r.giver_id)
@@ -125,10 +137,11 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact], seen: set[int]) -> B
         seen.add(f.id)
         result["fresh"].append(f.id)
         changed = True
+        person = sys.intern(f.person_id)  # one string per person, however many buckets
         if f.kind == "given":
-            a["given"][f.person_id] = a["given"].get(f.person_id, 0) + 1
+            a["given"][person] = a["given"].get(person, 0) + 1
             continue
-        a["received"][f.person_id] = a["received"].get(f.person_id, 0) + 1
+        a["received"][person] = a["received"].get(person, 0) + 1
         for v in f.values:
             a["values"][v] = a["values"].get(v, 0) + 1
         a["cross_team"] += f.cross_team

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from fastapi.testclient import TestClient
 
 from services.recognition.api import create
@@ -98,6 +99,25 @@ def test_batch_is_all_or_nothing(client: TestClient, settings: Settings) -> None
     assert len(recognitions(settings)) == 2
     too_many = {"recognitions": [KUDOS] * 501}
     assert client.post("/v1/recognitions/batch", json=too_many).status_code == 422
+
+
+def test_a_batch_lands_whole_keyed_by_giver(client: TestClient, settings: Settings) -> None:
+    batch = [{**KUDOS, "giver_id": f"p{1 + i % 20}", "recipient_ids": [f"p{21 + i % 4}"],
+              "event_id": f"b-{i}"} for i in range(60)]  # fmt: skip
+    assert client.post("/v1/recognitions/batch", json={"recognitions": batch}).status_code == 202
+    records = asyncio.run(read_all(settings, topics.RECOGNITION))
+    assert sorted(decode(r.headers, r.value).id for r in records) == sorted(
+        b["event_id"] for b in batch
+    )
+    partitions = list(range(settings.topic_partitions))
+    by_partition: dict[int, list[int]] = {}
+    for r in records:
+        assert r.key == decode(r.headers, r.value).data["giver_id"].encode()
+        # Where a keyed send puts it (murmur2, as Java's), so one giver's kudos stay in order.
+        assert r.partition == DefaultPartitioner()(r.key, partitions, partitions)
+        by_partition.setdefault(r.partition, []).append(int(decode(r.headers, r.value).id[2:]))
+    assert len(by_partition) > 1
+    assert all(ids == sorted(ids) for ids in by_partition.values())
 
 
 def test_401_without_a_valid_key(client: TestClient) -> None:
