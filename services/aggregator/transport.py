@@ -40,7 +40,7 @@ class Consumer(driver.Consumer):
     faust's own way in is a stream per agent, fed one message at a time through tasks,
     locks and queues: it cost about two thirds of the aggregator's CPU. A lane's reader
     takes the whole fetch and acks each message itself, once its batch is done.
-    A full lane holds the fetcher back (and so the broker), except during a rebalance:
+    A full lane holds the fetcher back (its stage is behind), except during a rebalance:
     then the fetch is dropped, as faust drops its streams' buffers, and read again
     from the committed offsets.
     """
