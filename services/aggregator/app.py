@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import tempfile
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -64,7 +64,7 @@ class Gate:
     back to their committed offsets; it does not wait for batches. A batch still
     writing then would be applied to state the re-read replaces, and its offsets
     committed without its effect. So the revocation waits for the batches in flight
-    (entered, and not left once the broker acknowledged their output), and no batch
+    (from their start until the broker has acknowledged their output), and no batch
     starts until the tables are recovered.
     """
 
@@ -108,22 +108,32 @@ async def in_batches(
     team facts holds many); the batch is done when the broker has acknowledged all of
     them, so an offset is never committed for output that a crash could still lose
     (faust's own flush before a commit gives up after 0.1 s). The next batch is
-    processed meanwhile, up to ``IN_FLIGHT`` batches. A worker that cannot finish a
-    batch (an error, or a stop in the middle) exits on the spot, before its offsets are
-    acked, and the batch is delivered again to whoever takes over.
+    processed meanwhile (up to ``IN_FLIGHT`` batches, acked in order). A worker that
+    cannot finish a batch (an error, or a stop in the middle) exits on the spot, before
+    its offsets are acked, and the batch is delivered again to whoever takes over.
     """
     consumer = app.consumer
-    in_flight: set[asyncio.Task[None]] = set()
+    in_flight: deque[asyncio.Task[None]] = deque()
+    last: asyncio.Task[None] | None = None
 
-    async def finish(messages: list[Message], sent: list[Awaitable[Any]], handled: int) -> None:
+    async def finish(
+        before: asyncio.Task[None] | None,
+        messages: list[Message],
+        sent: list[Awaitable[Any]],
+        handled: int,
+    ) -> None:
         with exit_unless_done():
             await asyncio.gather(*sent)
+            if before is not None:
+                # Acked in batch order: faust would commit a later batch's offsets
+                # past an earlier batch still waiting for the broker.
+                await before
         gate.leave()
         for message in messages:
             consumer.ack(message)
         metrics.events.labels(stage).inc(handled)
-        last = {m.tp: m.offset for m in messages}
-        lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in last.items())
+        ends = {m.tp: m.offset for m in messages}
+        lag = sum(max(0, consumer.highwater(tp) - offset - 1) for tp, offset in ends.items())
         metrics.consumer_lag.labels(stage).set(lag)
 
     while True:
@@ -139,11 +149,10 @@ async def in_batches(
                     "%s: skipped %d records of revoked partitions", stage, taken - len(messages)
                 )
             sent, handled = await process(messages)
-        task = asyncio.create_task(finish(messages, sent, handled))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-        if len(in_flight) >= IN_FLIGHT:
-            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        last = asyncio.create_task(finish(last, messages, sent, handled))
+        in_flight.append(last)
+        while in_flight and (len(in_flight) >= IN_FLIGHT or in_flight[0].done()):
+            await in_flight.popleft()
 
 
 @contextlib.contextmanager
