@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Development defaults (dev key, dev pseudonym key, local mail sink, demo data) on purpose.
 run: $(STAMP)
-	$(BIN)/rapport run
+	RAPPORT_ENVIRONMENT=$${RAPPORT_ENVIRONMENT:-development} $(BIN)/rapport run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

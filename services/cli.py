@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from shared.settings import Settings
+from shared.settings import Settings, UnsafeSettings
 
 app = typer.Typer(help="Rapport: appreciation and trust metrics from everyday recognition.")
 directory_app = typer.Typer(help="Manage the people directory.")
@@ -54,15 +54,32 @@ def broker() -> None:
         proc.wait()
 
 
+def _refuse(exc: UnsafeSettings) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
+
+
 def _serve(module: str, port: int) -> None:
+    import importlib
+
     import uvicorn
 
-    _logging()
+    from shared.server import UVICORN_OPTIONS
 
-    factory = f"services.{module}.api:create"
+    _logging()
+    create = importlib.import_module(f"services.{module}.api").create
+    try:
+        service = create()
+    except UnsafeSettings as exc:
+        raise _refuse(exc) from None
     # No access log: every request is counted and timed in the service's own /metrics.
     uvicorn.run(
-        factory, factory=True, host=Settings().host, port=port, log_level="info", access_log=False
+        service,
+        host=Settings().host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        **UVICORN_OPTIONS,
     )
 
 
@@ -141,7 +158,7 @@ def _api_key(settings: Settings) -> str:
         return key
     from shared.auth import ensure_dev_key
 
-    if not settings.embedded:
+    if not settings.development:
         raise typer.BadParameter("set RAPPORT_API_KEY to a key with the needed scopes")
     return ensure_dev_key(settings)
 
@@ -168,15 +185,23 @@ def directory_import(
 def run(
     aggregators: Annotated[int, typer.Option(help="Aggregator workers to start.")] = 1,
 ) -> None:
-    """Start the whole platform on this machine (embedded broker unless one is configured)."""
+    """Start the whole platform on this machine (embedded broker unless one is configured).
+
+    Outside development (``RAPPORT_ENVIRONMENT``), every secret must be set first.
+    """
     from honcho.manager import Manager
 
-    from shared.auth import ensure_dev_key
+    from shared.auth import ApiKeys, ensure_dev_key
     from shared.broker import start_tansu
     from shared.topics import create_topics
 
     _logging()
     settings = Settings()
+    try:
+        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host")
+        ApiKeys.from_settings(settings)  # and every key long enough
+    except UnsafeSettings as exc:
+        raise _refuse(exc) from None
     broker_proc = None
     if settings.embedded:
         typer.echo(f"starting embedded broker (Tansu) on {settings.bootstrap_servers}")
@@ -204,10 +229,10 @@ def run(
     }
     for name, url in urls.items():
         typer.echo(f"  {name:<12} {url}")
-    if settings.embedded and settings.api_keys is None:
+    if settings.development and settings.api_keys is None:
         ensure_dev_key(settings)
         typer.echo(f"  dev API key  {settings.dev_key_file} (every scope)")
-    if settings.embedded and settings.demo:
+    if settings.development and settings.demo:
         threading.Thread(target=_demo_when_ready, args=(settings,), daemon=True).start()
     try:
         manager.loop()

@@ -1,6 +1,7 @@
 """API keys with scopes and rate limits (ARCHITECTURE §4).
 
-401 without a valid key, 403 with the wrong scope, 429 past the key's rate limit.
+401 without a valid key, 403 with the wrong scope, 429 past the key's rate limit, and
+429 for an address that keeps presenting invalid keys (guessing is slowed down).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -18,10 +20,14 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter
 
-from shared.settings import Settings
+from shared.settings import MIN_SECRET_LENGTH, Settings, UnsafeSettings
 
 SCOPES = frozenset({"recognition:write", "feedback:write", "directory:write", "digest:admin"})
 DEV_CLIENT = "dev"
+# Invalid keys one address may present in a burst, then one a second; addresses tracked.
+FAILED_BURST = 10
+FAILED_PER_S = 1.0
+FAILED_ADDRESSES = 10_000
 
 
 class KeyConfig(BaseModel):
@@ -43,11 +49,12 @@ def _digest(key: str) -> str:
 
 
 class TokenBucket:
-    """``rate`` requests a second on average, in bursts of up to ``rate`` (at least one)."""
+    """``rate`` requests a second on average, in bursts of up to ``burst`` (default: twice
+    the rate, at least one)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(1.0, rate)
+        self.burst = max(1.0, 2 * rate if burst is None else burst)
         self._tokens = self.burst
         self._last = time.monotonic()
 
@@ -61,6 +68,31 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
+    def peek(self) -> float:
+        """Like :meth:`take`, without taking a token."""
+        now = time.monotonic()
+        tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+
+class FailedKeys:
+    """Invalid keys per client address: past a burst, that address waits (429)."""
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def wait_needed(self, address: str) -> float:
+        """Seconds ``address`` must wait before presenting another key (0: now)."""
+        bucket = self._buckets.get(address)
+        return bucket.peek() if bucket is not None else 0.0
+
+    def failed(self, address: str) -> None:
+        bucket = self._buckets.pop(address, None) or TokenBucket(FAILED_PER_S, FAILED_BURST)
+        self._buckets[address] = bucket  # most recent last: the oldest go first
+        bucket.take()
+        if len(self._buckets) > FAILED_ADDRESSES:
+            self._buckets.popitem(last=False)
+
 
 class ApiKeys:
     def __init__(self, configs: list[KeyConfig], rate_limit: float = 0) -> None:
@@ -70,18 +102,28 @@ class ApiKeys:
         self._clients = {_digest(c.key): Client(c.name, c.scopes) for c in configs}
         # Per key and per replica: a runaway client cannot flood the broker.
         self._buckets = {c.name: TokenBucket(rate_limit) for c in configs} if rate_limit else {}
+        self.failures = FailedKeys()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:
-        """Load configured keys; in embedded mode without keys, use the dev key."""
+        """Load configured keys; in development without keys, use the dev key.
+
+        Outside development, keys must be set, and each at least 32 characters long.
+        """
         limit = settings.rate_limit_per_s
-        if settings.api_keys is not None:
-            raw = settings.api_keys.get_secret_value()
-            return cls(TypeAdapter(list[KeyConfig]).validate_json(raw), limit)
-        if not settings.embedded:
-            raise RuntimeError("RAPPORT_API_KEYS must be set outside embedded mode")
-        dev = KeyConfig(name=DEV_CLIENT, key=ensure_dev_key(settings), scopes=SCOPES)
-        return cls([dev], limit)
+        if settings.api_keys is None and settings.development:
+            dev = KeyConfig(name=DEV_CLIENT, key=ensure_dev_key(settings), scopes=SCOPES)
+            return cls([dev], limit)
+        settings.check_secrets("api_keys")
+        assert settings.api_keys is not None
+        configs = TypeAdapter(list[KeyConfig]).validate_json(settings.api_keys.get_secret_value())
+        short = [c.name for c in configs if len(c.key) < MIN_SECRET_LENGTH]
+        if short and not settings.development:
+            raise UnsafeSettings(
+                [f"RAPPORT_API_KEYS: key {name!r} is shorter than {MIN_SECRET_LENGTH} characters"
+                 for name in short]
+            )  # fmt: skip
+        return cls(configs, limit)
 
     def authenticate(self, token: str) -> Client | None:
         return self._clients.get(_digest(token))
@@ -93,7 +135,7 @@ class ApiKeys:
 
 
 def ensure_dev_key(settings: Settings) -> str:
-    """Return the embedded-mode dev key, creating ``var/dev-api-key`` on first use."""
+    """Return the development key, creating ``var/dev-api-key`` on first use."""
     path = settings.dev_key_file
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -119,8 +161,17 @@ def require(scope: str) -> Callable[..., Awaitable[Client]]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Client:
         keys: ApiKeys = request.app.state.api_keys
+        address = request.client.host if request.client else "unknown"
+        if wait := keys.failures.wait_needed(address):
+            raise HTTPException(
+                429,
+                "too many invalid API keys from this address; retry later",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         client = keys.authenticate(credentials.credentials) if credentials else None
         if client is None:
+            if credentials is not None:  # a wrong key, not a forgotten one
+                keys.failures.failed(address)
             raise HTTPException(
                 401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
             )

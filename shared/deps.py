@@ -41,12 +41,16 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 
 def create_writer_app(title: str, settings: Settings, router: APIRouter) -> FastAPI:
-    """A service that checks requests against the directory and publishes events."""
+    """A service that checks requests against the directory and publishes events.
+
+    Refuses (``UnsafeSettings``) to be built without its keys outside development.
+    """
+    api_keys = ApiKeys.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.api_keys = ApiKeys.from_settings(settings)
+        app.state.api_keys = api_keys
         app.state.publisher = publisher = Publisher(settings)
         app.state.directory = directory = DirectoryView(settings)
         await publisher.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,18 +62,18 @@ class DirectoryView(TopicView):
         return [p for p in self._people.values() if p.manager_id == manager_id and p.active]
 
     def led_team(self, leader: Person) -> str:
-        """The team a leader's reports are in (their own, if the reports span teams).
+        """The team a manager's digest and self-assessments are about.
 
-        Raise ``ValueError`` when that is not one team.
+        It is the team most of their active reports are in, wherever the manager sits;
+        on a tie, the manager's own team if it is one of them, else the first by id.
+        Raise ``ValueError`` for someone with no active reports.
         """
-        teams = {p.team_id for p in self.reports(leader.id)}
-        if not teams:
+        counts = Counter(p.team_id for p in self.reports(leader.id))
+        if not counts:
             raise ValueError(f"{leader.id!r} manages no active people")
-        if len(teams) == 1:
-            return teams.pop()
-        if leader.team_id in teams:
-            return leader.team_id
-        raise ValueError(f"{leader.id!r} leads several teams: {sorted(teams)}")
+        most = max(counts.values())
+        tied = sorted(t for t, n in counts.items() if n == most)
+        return leader.team_id if leader.team_id in tied else tied[0]
 
     def managers(self) -> list[Person]:
         """Active people with at least one active report, by id."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,18 +31,32 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@
 MAX_RECIPIENTS = 20
 MAX_MESSAGE = 2000
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# The longest reach of any figure (9 ISO weeks of trend and a 28-day window: 70 days)
+# and a margin: an older event would count nowhere, or be a typo.
+MAX_EVENT_AGE = timedelta(days=90)
 MAX_COMMENT = 2000
 Score = Annotated[int, Field(ge=1, le=5)]
 Pseudonym = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
 def event_time(value: datetime | None, field: str) -> datetime:
-    """When an event happened: ``value`` if given and not in the future, else now."""
+    """When an event happened: ``value`` if given, else now.
+
+    Raise :class:`InvalidInput` for a time more than a few minutes ahead, or older
+    than ``MAX_EVENT_AGE``.
+    """
     now = datetime.now(UTC)
     if value is None:
         return now
-    if value > now + MAX_CLOCK_SKEW:
-        raise InvalidInput(field, "must not be in the future")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, say: before any UTC date
+        raise InvalidInput(field, "out of range") from None
+    if utc > now + MAX_CLOCK_SKEW:
+        minutes = MAX_CLOCK_SKEW.seconds // 60
+        raise InvalidInput(field, f"must not be more than {minutes} minutes in the future")
+    if utc < now - MAX_EVENT_AGE:
+        raise InvalidInput(field, f"must not be more than {MAX_EVENT_AGE.days} days ago")
     return value
 
 
@@ -50,6 +66,15 @@ def _timezone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {name!r}") from None
     return name
+
+
+def _email(value: str) -> str:
+    """One plain address (``name@domain``): never a list, a display name or a header."""
+    try:
+        Address(addr_spec=value)
+    except (ValueError, HeaderParseError):
+        raise ValueError(f"{value!r} is not one e-mail address") from None
+    return value
 
 
 class Event(BaseModel):
@@ -89,7 +114,9 @@ class Person(Event):
 
     id: Id
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: Annotated[str, AfterValidator(_email)] = Field(
+        min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"
+    )
     team_id: Id
     manager_id: Id | None = None
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,18 @@ DEFAULT_DIMENSIONS = (
     "wellbeing",
 )
 DEV_PSEUDONYM_KEY = "rapport-dev-pseudonym-key"
+MIN_SECRET_LENGTH = 32  # API keys and the pseudonym key, outside development
+
+
+class UnsafeSettings(RuntimeError):
+    """Settings that would be unsafe outside development: each problem named."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "refusing to start outside development (RAPPORT_ENVIRONMENT=production):\n  - "
+            + "\n  - ".join(problems)
+        )
+        self.problems = problems
 
 
 class Settings(BaseSettings):
@@ -26,6 +39,11 @@ class Settings(BaseSettings):
         env_prefix="RAPPORT_", env_file=".env", extra="ignore", frozen=True
     )
 
+    environment: Literal["development", "production"] = Field(
+        default="production",
+        description="development: dev API key, dev pseudonym key, local mail sink and demo "
+        "data (`make run`); production: every secret must be set.",
+    )
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset = embedded Tansu broker."
     )
@@ -33,7 +51,7 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     api_keys: SecretStr | None = Field(
         default=None,
-        description='JSON list of {"name", "key", "scopes"}; unset in embedded mode = dev key.',
+        description='JSON list of {"name", "key", "scopes"}; unset in development = dev key.',
     )
     values: tuple[str, ...] = DEFAULT_DIMENSIONS
     topic_partitions: int = 8
@@ -43,7 +61,10 @@ class Settings(BaseSettings):
     )
     publish_timeout_s: float = 5.0
     rate_limit_per_s: float = Field(
-        default=5000, ge=0, description="Write requests a second per API key and replica; 0 = off."
+        default=50,
+        ge=0,
+        description="Write requests a second per API key and replica, in bursts of twice "
+        "that; 0 = off.",
     )
     anonymity_k: int = Field(
         default=5, ge=3, description="Fewest distinct respondents behind any trust figure."
@@ -51,14 +72,14 @@ class Settings(BaseSettings):
     comment_k: int = Field(default=5, ge=3, description="Fewest comments shown together.")
     pseudonym_key: SecretStr = Field(
         default=SecretStr(DEV_PSEUDONYM_KEY),
-        description="HMAC key that turns respondent ids into pseudonyms; required outside "
-        "embedded mode.",
+        description="HMAC key that turns respondent ids into pseudonyms; required (at least "
+        "32 characters) outside development.",
     )
     questions_file: Path | None = Field(
         default=None, description="YAML survey catalogue; unset = one item per dimension."
     )
     smtp_host: str | None = Field(
-        default=None, description="SMTP server; unset in embedded mode = local sink to var/outbox."
+        default=None, description="SMTP server; unset in development = local sink to var/outbox."
     )
     smtp_port: int = 2525
     smtp_starttls: bool = False
@@ -72,7 +93,7 @@ class Settings(BaseSettings):
     )
     digest_attempts: int = Field(default=5, ge=1, description="SMTP tries before giving up.")
     digest_backoff_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles.")
-    demo: bool = Field(default=True, description="Seed demo data on `rapport run` (embedded).")
+    demo: bool = Field(default=True, description="Seed demo data on `rapport run` (development).")
     host: str = "127.0.0.1"
     recognition_port: int = 8001
     feedback_port: int = 8002
@@ -84,7 +105,31 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
+        """Whether to use the embedded broker (no broker configured); says nothing of secrets."""
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def development(self) -> bool:
+        """Whether development defaults apply: only when the settings say so."""
+        return self.environment == "development"
+
+    def check_secrets(self, *names: Literal["api_keys", "pseudonym_key", "smtp_host"]) -> None:
+        """Outside development, raise :class:`UnsafeSettings` naming each missing secret."""
+        if self.development:
+            return
+        problems = []
+        if "api_keys" in names and self.api_keys is None:
+            problems.append("RAPPORT_API_KEYS is not set (JSON list of name, key, scopes)")
+        key = self.pseudonym_key.get_secret_value()
+        if "pseudonym_key" in names and (key == DEV_PSEUDONYM_KEY or len(key) < MIN_SECRET_LENGTH):
+            problems.append(
+                f"RAPPORT_PSEUDONYM_KEY must be a secret of at least {MIN_SECRET_LENGTH} "
+                "characters (the default would let anyone re-identify respondents)"
+            )
+        if "smtp_host" in names and self.smtp_host is None:
+            problems.append("RAPPORT_SMTP_HOST is not set (the SMTP server for digests)")
+        if problems:
+            raise UnsafeSettings(problems)
 
     @property
     def bootstrap_servers(self) -> str:

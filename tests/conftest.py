@@ -59,6 +59,7 @@ def broker() -> Iterator[Broker]:
 def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
     """Environment for Rapport processes using the test broker and free ports."""
     values = {
+        "RAPPORT_ENVIRONMENT": "development",
         "RAPPORT_EMBEDDED_BROKER_PORT": str(broker.port),
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),

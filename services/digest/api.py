@@ -72,8 +72,12 @@ def due_week(manager: Person, now: datetime, settings: Settings) -> str | None:
     return service.week_label(monday - timedelta(days=7))
 
 
+FIRST_WEEK = date(2000, 1, 3)  # 2000-W01: nothing older is a digest anyone wants
+
+
 def _week(week: str | None) -> str:
-    """The requested week, checked; by default the last complete ISO week (UTC)."""
+    """The requested week, checked: a real ISO week, complete in UTC (so a run cannot
+    mark an unfinished week sent); by default the last complete one."""
     today = datetime.now(UTC).date()
     if week is None:
         return service.week_label(today - timedelta(days=7))
@@ -81,8 +85,10 @@ def _week(week: str | None) -> str:
         first_day: date = service.parse_week(week)
     except ValueError as exc:
         raise InvalidInput("week", str(exc)) from None
-    if first_day > today:
-        raise InvalidInput("week", f"{week} has not started yet")
+    if first_day < FIRST_WEEK:
+        raise InvalidInput("week", f"{week} is before 2000-W01")
+    if first_day > today - timedelta(days=7):  # not "+ 7 days": 9999-W52 would overflow
+        raise InvalidInput("week", f"{week} is not over yet (UTC); its digest comes after it")
     return week
 
 
@@ -139,11 +145,13 @@ async def _schedule(digests: Digests, metrics: DigestMetrics) -> None:
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the digest service app, with the weekly schedule running inside it."""
     settings = settings or Settings()
+    settings.check_secrets("api_keys", "smtp_host")
+    api_keys = ApiKeys.from_settings(settings)
     host = mail.smtp_host(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.api_keys = ApiKeys.from_settings(settings)
+        app.state.api_keys = api_keys
         sink = mail.start_outbox(settings) if settings.smtp_host is None else None
         publisher = Publisher(settings)
         deliveries = DeliveryLog(settings)

@@ -82,11 +82,12 @@ class DigestMetrics:
         )
         self.failures = Counter(
             "rapport_digest_failures",
-            "Digests given up on: the SMTP server refused them, or every try failed.",
+            "Digests given up on, by reason: refused by the SMTP server, every try failed, "
+            "the manager's address is invalid, or the digest could not be built.",
             ["reason"],
             registry=registry,
         )
-        for reason in ("refused", "retries_exhausted"):
+        for reason in ("refused", "retries_exhausted", "invalid_address", "unbuildable"):
             self.failures.labels(reason)  # a series at 0 from the start
         self.rounds = Counter(
             "rapport_digest_schedule_rounds",
@@ -138,8 +139,8 @@ class Deliverer:
         await self._log.sync()
         if self._log.holder(key, datetime.now(UTC)) != self.replica:
             return Outcome.BUSY
-        message = build()
         try:
+            message = self._build(key, build)
             await self._send_with_retries(message)
         except PermanentFailure as exc:
             self._metrics.failures.labels(exc.reason).inc()
@@ -150,6 +151,17 @@ class Deliverer:
         await self._append(manager_id, week, "sent", message_id=str(message["Message-ID"]))
         log.info("digest %s sent to %s", key, message["To"])
         return Outcome.SENT
+
+    @staticmethod
+    def _build(key: str, build: Callable[[], EmailMessage]) -> EmailMessage:
+        """The message; a digest that cannot be built fails alone, not the whole run."""
+        try:
+            return build()
+        except PermanentFailure:
+            raise
+        except Exception as exc:  # one manager's data, whatever is wrong with it
+            log.exception("digest %s could not be built", key)
+            raise PermanentFailure("unbuildable", f"{type(exc).__name__}: {exc}") from exc
 
     async def _send_with_retries(self, message: EmailMessage) -> None:
         delay = self._settings.digest_backoff_s

@@ -1,7 +1,7 @@
-"""SMTP out (aiosmtplib), and the local sink that stands in for a mail server when embedded.
+"""SMTP out (aiosmtplib), and the local sink that stands in for a mail server in development.
 
 The sink is a real SMTP server (aiosmtpd) that writes every message it receives to
-``var/outbox/`` as an ``.eml`` file, so digests in embedded mode take the same path
+``var/outbox/`` as an ``.eml`` file, so digests in development take the same path
 as in production: rendered, sent over SMTP, accepted or refused.
 """
 
@@ -45,9 +45,13 @@ class SmtpSender:
 
     async def __call__(self, message: EmailMessage) -> None:
         s = self._settings
+        # The envelope's recipients are the To header's parsed addresses (one per digest),
+        # never re-read from header text.
+        recipients = [a.addr_spec for a in message["To"].addresses]
         try:
             await aiosmtplib.send(
                 message,
+                recipients=recipients,
                 hostname=self._host,
                 port=s.smtp_port,
                 start_tls=s.smtp_starttls,
@@ -78,7 +82,7 @@ class Outbox:
 
 
 def start_outbox(settings: Settings) -> Controller:
-    """Run the local SMTP sink on 127.0.0.1:``smtp_port`` (embedded mode, no SMTP host)."""
+    """Run the local SMTP sink on 127.0.0.1:``smtp_port`` (development, no SMTP host)."""
     controller = Controller(Outbox(settings.outbox), hostname="127.0.0.1", port=settings.smtp_port)
     controller.start()
     log.info("SMTP sink on 127.0.0.1:%d saves mail to %s", settings.smtp_port, settings.outbox)
@@ -86,9 +90,8 @@ def start_outbox(settings: Settings) -> Controller:
 
 
 def smtp_host(settings: Settings) -> str:
-    """The configured SMTP host; the local sink's in embedded mode."""
+    """The configured SMTP host; the local sink's in development."""
     if settings.smtp_host is not None:
         return settings.smtp_host
-    if not settings.embedded:
-        raise RuntimeError("RAPPORT_SMTP_HOST must be set outside embedded mode")
+    settings.check_secrets("smtp_host")
     return "127.0.0.1"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
+import unicodedata
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -18,6 +21,9 @@ matplotlib.use("Agg")  # no display: render to PNG in memory
 import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from shared.events import Person
+
+from .mail import PermanentFailure
 from .service import UNRECOGNIZED_DAYS, Digest
 
 MISSING = "\u2013"  # an en dash where a figure is not available
@@ -42,7 +48,14 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters.update(pct=_pct, signed=_signed, signed_pct=_signed_pct)
+
+
+def _first_name(name: str) -> str:
+    words = display_name(name).split()
+    return words[0] if words else "there"
+
+
+_env.filters.update(pct=_pct, signed=_signed, signed_pct=_signed_pct, first_name=_first_name)
 
 
 def subject(d: Digest) -> str:
@@ -91,12 +104,27 @@ def preview(d: Digest, k: int) -> str:
     return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), k)
 
 
+def display_name(name: str) -> str:
+    """A directory name fit for a header: control and format characters become spaces."""
+    kept = "".join(" " if unicodedata.category(c).startswith("C") else c for c in name)
+    return " ".join(kept.split())
+
+
+def recipient(person: Person) -> Address:
+    """The one address a person's mail goes to: their directory e-mail, their name as a
+    quoted display name (it never adds or changes an address, whatever it holds)."""
+    try:
+        return Address(display_name=display_name(person.name), addr_spec=person.email)
+    except (ValueError, HeaderParseError) as exc:
+        raise PermanentFailure("invalid_address", f"{person.email!r}: {exc}") from None
+
+
 def message(d: Digest, sender: str, k: int) -> EmailMessage:
     """The e-mail: plain text, then HTML with the chart as a related inline image."""
     msg = EmailMessage()
     msg["Subject"] = subject(d)
     msg["From"] = sender
-    msg["To"] = f"{d.manager.name} <{d.manager.email}>"
+    msg["To"] = recipient(d.manager)
     msg["Date"] = formatdate(localtime=False)
     # Stable per (manager, week): a mail system that sees it twice can tell.
     msg["Message-ID"] = f"<digest.{d.week}.{d.manager.id}@rapport>"

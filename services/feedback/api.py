@@ -82,6 +82,7 @@ async def post_self_assessment(
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the feedback service app; refuse an unsafe pseudonym key in production."""
     settings = settings or Settings()
-    service.check_pseudonym_key(settings)
+    # Pseudonyms are only as safe as their key.
+    settings.check_secrets("api_keys", "pseudonym_key")
     catalogue(settings)  # a broken questions file stops the service now, not per request
     return create_writer_app("Rapport feedback service", settings, router)

@@ -29,23 +29,9 @@ from shared.events import (
 )
 from shared.kafka import Publisher, Record
 from shared.questions import Catalogue
-from shared.settings import DEV_PSEUDONYM_KEY, Settings
+from shared.settings import Settings
 
 from .models import SelfAssessmentIn, SurveyResponseIn
-
-MIN_KEY_LENGTH = 16
-
-
-def check_pseudonym_key(settings: Settings) -> None:
-    """Refuse an unsafe key outside embedded mode: pseudonyms are only as safe as it is."""
-    key = settings.pseudonym_key.get_secret_value()
-    if settings.embedded:
-        return
-    if key == DEV_PSEUDONYM_KEY or len(key) < MIN_KEY_LENGTH:
-        raise RuntimeError(
-            f"set RAPPORT_PSEUDONYM_KEY to a secret of at least {MIN_KEY_LENGTH} characters "
-            "outside embedded mode (the default key would let anyone re-identify respondents)"
-        )
 
 
 def pseudonym(settings: Settings, person_id: str) -> str:

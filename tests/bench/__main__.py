@@ -145,7 +145,9 @@ def embedded() -> Iterator[tuple[Settings, dict[str, str]]]:
     """A fresh embedded broker with every topic; settings and env pointing at it."""
     port = free_port()
     var = Path(tempfile.mkdtemp(prefix="rapport-bench-"))
-    env = {"RAPPORT_EMBEDDED_BROKER_PORT": str(port), "RAPPORT_VAR_DIR": str(var),
+    # No rate limit: the bench measures the service, not the limit.
+    env = {"RAPPORT_ENVIRONMENT": "development", "RAPPORT_RATE_LIMIT_PER_S": "0",
+           "RAPPORT_EMBEDDED_BROKER_PORT": str(port), "RAPPORT_VAR_DIR": str(var),
            "RAPPORT_DEMO": "0", "RAPPORT_RECOGNITION_PORT": str(free_port())}  # fmt: skip
     os.environ.update(env)
     settings = Settings()

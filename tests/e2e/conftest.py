@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """`rapport run` on free ports; demo data only if the test is marked ``demo``."""
     env = {
+        "RAPPORT_ENVIRONMENT": "development",  # as `make run` says
         "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),

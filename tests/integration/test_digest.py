@@ -6,6 +6,7 @@ exactly one e-mail. The numbers in it are checked against /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -23,11 +24,17 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi.testclient import TestClient
 
+from services.digest import service
+from services.digest.api import create as create_digest
 from services.feedback.api import create as create_feedback
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
+from shared import topics
 from shared.auth import ensure_dev_key
 from shared.broker import free_port
+from shared.codec import CloudEvent
+from shared.events import TEAM_SNAPSHOT, DimensionSums, TeamSnapshot, TeamTrust, TrustBlock
+from shared.kafka import Publisher, Record
 from shared.settings import DEFAULT_DIMENSIONS, Settings
 from tests.conftest import wait_until
 from tests.e2e.test_stack import parse
@@ -57,6 +64,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.envelopes: list[list[str]] = []  # each message's SMTP recipients
         self.refused = 0
         self.deferred = 0
         self._lock = threading.Lock()
@@ -81,6 +89,7 @@ class Mailbox:
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append(message)
+            self.envelopes.append(list(envelope.rcpt_tos))
         return "250 accepted"
 
     def to(self, address: str) -> list[EmailMessage]:
@@ -208,3 +217,115 @@ def _rounds(url: str) -> float:
     except httpx.HTTPError:
         return 0
     return samples.get("rapport_digest_schedule_rounds_total", 0)
+
+
+ODD = [
+    # A name with a comma, reports in another team than the manager's own.
+    {**person("mo", "mgmt", None), "name": "Reyes, Morgan"},
+    *[person(p, "ops", "mo") for p in ("op1", "op2")],
+    # Names that try to add recipients or headers, or say nothing.
+    {**person("nl", "nlt", None), "name": "Nl\r\nBcc: evil@out.com"},
+    person("nl1", "nlt", "nl"),
+    {**person("qt", "q", None), "name": 'x" <evil@out.com>, "y'},
+    person("qt1", "q", "qt"),
+    *[person(p, "q2", "qt") for p in ("qt2", "qt3")],  # most of qt's reports: team q2
+    {**person("bl", "b", None), "name": " "},
+    person("bl1", "b", "bl"),
+    # Reports split evenly: the manager's own team if it is one of them, else the first.
+    person("own", "o", None),
+    person("own1", "o", "own"),
+    person("own2", "p", "own"),
+    person("tie", "t1", None),
+    person("tie1", "t3", "tie"),
+    person("tie2", "t2", "tie"),
+    # A team whose snapshot breaks the digest (a block without answers).
+    person("br", "broken", None),
+    person("br1", "broken", "br"),
+    person("loner", "solo", None),  # no reports: no digest
+]
+
+
+def broken_snapshot() -> Record:
+    block = TrustBlock(at=LAST_WEEK, respondents=5,
+                       dimensions={"growth": DimensionSums(total=0, favorable=0, n=0)})  # fmt: skip
+    snapshot = TeamSnapshot(team_id="broken", generated_at=LAST_WEEK,
+                            trust=TeamTrust(blocks=(block,)))  # fmt: skip
+    data = snapshot.model_dump(mode="json")
+    return Record.of(
+        topics.SNAPSHOTS, "broken", CloudEvent("x", "/t", TEAM_SNAPSHOT, LAST_WEEK, data)
+    )
+
+
+async def publish(settings: Settings, records: list[Record]) -> None:
+    publisher = Publisher(settings)
+    await publisher.start()
+    try:
+        await publisher.publish(records)
+    finally:
+        await publisher.stop()
+
+
+def test_a_digest_goes_to_one_address_whatever_the_name_and_one_failure_stops_no_one(
+    settings: Settings, mailbox: tuple[Mailbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box, smtp_port = mailbox
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+    with TestClient(create_recognition(settings), headers=headers) as http:
+        assert http.post("/v1/people/batch", json={"people": ODD}).status_code == 202
+    asyncio.run(publish(settings, [broken_snapshot()]))
+    for name, value in {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+                        "DIGEST_CHECK_S": "3600", "DIGEST_ATTEMPTS": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(f"RAPPORT_{name}", value)
+    week = service.week_label(LAST_WEEK.date())
+    with TestClient(create_digest(Settings()), headers=headers) as digest:
+        run = digest.post("/v1/digests/run", params={"week": week})
+        assert run.status_code == 200, run.text
+        outcomes = run.json()["outcomes"]
+        managers = {"mo", "nl", "qt", "bl", "own", "tie", "br"}
+        assert outcomes == {m: "failed" if m == "br" else "sent" for m in managers}
+        again = digest.post("/v1/digests/run", params={"week": week}).json()["outcomes"]
+        assert again["br"] == "failed" and again["mo"] == "already_sent"  # not stuck claimed
+        failures = parse(digest.get("/metrics").text)
+        loner = digest.get("/v1/digests/loner/preview", params={"week": week})
+    assert failures['rapport_digest_failures_total{reason="unbuildable"}'] == 2.0
+    assert loner.status_code == 404 and "manages no active people" in loner.json()["message"]
+
+    assert len(box.messages) == 6
+    for message, envelope in zip(box.messages, box.envelopes, strict=True):
+        [to] = message["To"].addresses  # one recipient in the header...
+        assert envelope == [to.addr_spec]  # ...and in the envelope: the directory's address
+        assert message["Bcc"] is None and message["Cc"] is None
+    teams = {m["To"].addresses[0].username: str(m["Subject"]).split(",")[0] for m in box.messages}
+    assert teams == {"mo": "ops", "nl": "nlt", "qt": "q2", "bl": "b", "own": "o", "tie": "t2"}
+    names = {m["To"].addresses[0].username: m["To"].addresses[0].display_name
+             for m in box.messages}  # fmt: skip
+    assert names["mo"] == "Reyes, Morgan"
+    assert names["nl"] == "Nl Bcc: evil@out.com"  # the line break gone, the text kept as text
+    assert names["qt"] == 'x" <evil@out.com>, "y' and names["bl"] == ""
+    assert "Hi there," in plain(next(m for m in box.messages if "bl@" in str(m["To"])))
+
+
+@pytest.mark.parametrize(
+    ("week", "reason"),
+    [
+        ("0001-W01", "before 2000-W01"),
+        ("2026-W99", "not an ISO week"),
+        ("2021-W53", "not an ISO week"),  # 2021 has 52
+        (service.week_label(datetime.now(UTC).date()), "is not over yet"),
+        ("9999-W52", "is not over yet"),
+    ],
+)
+def test_a_digest_week_must_be_a_real_complete_iso_week(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, week: str, reason: str
+) -> None:
+    monkeypatch.setenv("RAPPORT_SMTP_PORT", str(free_port()))  # the development mail sink
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+    with TestClient(create_digest(Settings()), headers=headers) as digest:
+        answers = [
+            digest.post("/v1/digests/run", params={"week": week}),
+            digest.get("/v1/digests/lee/preview", params={"week": week}),
+        ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert [e["field"] for e in answer.json()["errors"]] == ["week"]
+        assert reason in answer.json()["message"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from services.feedback.api import create
 from services.recognition.api import create as create_recognition
@@ -128,7 +127,13 @@ def test_submitted_at_dates_an_import_of_an_earlier_round(
         ("survey-responses", {"comment": "x" * 2001}, "comment", "at most 2000 characters"),
         ("survey-responses", {"team_id": "beta"}, "team_id", "unknown field"),
         ("survey-responses", {"submitted_at": (datetime.now(UTC) + timedelta(hours=1))
-                              .isoformat()}, "submitted_at", "must not be in the future"),
+                              .isoformat()}, "submitted_at", "more than 5 minutes in the future"),
+        ("survey-responses", {"submitted_at": "1900-01-01T00:00:00Z"}, "submitted_at",
+         "must not be more than 90 days ago"),
+        ("survey-responses", {"submitted_at": "0001-01-01T00:00:00+01:00"}, "submitted_at",
+         "out of range"),
+        ("self-assessments", {"submitted_at": "0001-01-01T00:00:00+05:00"}, "submitted_at",
+         "out of range"),
         ("self-assessments", {"predicted": {"morale": 4}}, "predicted",
          "unknown dimension(s) ['morale']"),
         ("self-assessments", {"predicted": {}}, "predicted", "at least 1 item"),
@@ -166,11 +171,3 @@ def test_401_without_a_key_and_403_without_the_scope(
         )
         assert c.get("/v1/questions").status_code == 200  # reading the catalogue is open
     assert wrong.status_code == 403 and "feedback:write" in wrong.json()["message"]
-
-
-def test_refuses_to_start_with_the_default_key_outside_embedded_mode() -> None:
-    production = Settings(kafka_bootstrap_servers="kafka:9092", api_keys=SecretStr("[]"))
-    with pytest.raises(RuntimeError, match="RAPPORT_PSEUDONYM_KEY"):
-        create(production)
-    safe = production.model_copy(update={"pseudonym_key": SecretStr("s" * 32)})
-    assert create(safe).title == "Rapport feedback service"

@@ -73,7 +73,10 @@ def test_idempotency_key_gives_the_same_event_id(client: TestClient, settings: S
         ({"recipient_ids": [f"p{i}" for i in range(2, 23)]}, "recipient_ids", "at most 20"),
         ({"colour": "red"}, "colour", "unknown field"),
         ({"occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, "occurred_at",
-         "must not be in the future"),
+         "must not be more than 5 minutes in the future"),
+        ({"occurred_at": "1900-01-01T00:00:00Z"}, "occurred_at", "must not be more than 90 days"),
+        ({"occurred_at": "0001-01-01T00:00:00+01:00"}, "occurred_at", "out of range"),
+        ({"occurred_at": "9999-12-31T23:59:59-01:00"}, "occurred_at", "out of range"),
     ],
 )  # fmt: skip
 def test_invalid_input_is_a_clear_422_and_publishes_nothing(

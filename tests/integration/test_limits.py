@@ -1,0 +1,115 @@
+"""Limits every caller meets before any work: header size, body size however sent,
+guessing keys, and a rate limit a real client can reach."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import Popen
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from services.recognition.api import create
+from shared.auth import FAILED_BURST, ensure_dev_key
+from shared.server import MAX_HEAD_BYTES
+from shared.settings import Settings
+from shared.web import MAX_BODY_BYTES
+from tests.conftest import wait_until
+
+KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}
+
+
+@pytest.fixture
+def service(
+    settings: Settings, env: dict[str, str], spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> Iterator[str]:
+    """The recognition service as `rapport recognition` runs it (uvicorn, real sockets)."""
+    spawn("recognition", log=tmp_path / "recognition.log")
+    url = f"http://127.0.0.1:{env['RAPPORT_RECOGNITION_PORT']}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up)
+    yield url
+
+
+def raw_request(port: int, head: bytes, *, chunk: int = 64 * 1024) -> bytes:
+    """Send ``head`` in pieces as a client would; return whatever the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            for i in range(0, len(head), chunk):
+                s.sendall(head[i : i + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the rest was sent
+        answer = b""
+        while piece := s.recv(65536):
+            answer += piece
+        return answer
+
+
+def test_431_for_oversized_headers_before_any_work(service: str, env: dict[str, str]) -> None:
+    port = int(env["RAPPORT_RECOGNITION_PORT"])
+    big = b"a" * (8 << 20)  # 8 MiB in one header, no key: nobody is authenticated
+    answer = raw_request(port, b"POST /v1/recognitions HTTP/1.1\r\nHost: x\r\nX-Big: " + big)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"error":"headers_too_large"' in answer
+    long_url = raw_request(port, b"GET /healthz?" + b"q" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1")
+    assert long_url.startswith(b"HTTP/1.1 431 ")
+    # Headers just under the bound, over a kept-alive connection, still work.
+    with httpx.Client(base_url=service) as client:
+        for _ in range(3):
+            ok = client.get("/healthz", headers={"X-Pad": "p" * (MAX_HEAD_BYTES - 1024)})
+            assert ok.status_code == 200
+
+
+def test_413_for_a_chunked_body_over_the_limit(service: str, settings: Settings) -> None:
+    key = ensure_dev_key(settings)
+
+    def chunks(total: int) -> Iterator[bytes]:
+        yield b'{"pad": "'
+        for _ in range(total // 65536):
+            yield b" " * 65536
+        yield b'"}'
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    over = httpx.post(f"{service}/v1/recognitions", content=chunks(MAX_BODY_BYTES + 65536),
+                      headers=headers, timeout=30)  # fmt: skip
+    assert over.status_code == 413, over.text
+    assert over.json()["error"] == "payload_too_large"
+    under = httpx.post(f"{service}/v1/recognitions", content=chunks(1 << 20), headers=headers)
+    assert under.status_code == 422  # read whole, then validated: an unknown field
+    assert {"field": "pad", "reason": "unknown field"} in under.json()["errors"]
+
+
+def test_an_address_that_keeps_guessing_keys_is_slowed_down(settings: Settings) -> None:
+    key = ensure_dev_key(settings)
+    with TestClient(create(settings)) as client:
+        for i in range(FAILED_BURST):
+            guess = client.post("/v1/recognitions", json=KUDOS,
+                                headers={"Authorization": f"Bearer guess-{i}"})  # fmt: skip
+            assert guess.status_code == 401
+        slowed = client.post("/v1/recognitions", json=KUDOS,
+                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
+        assert "invalid API keys" in slowed.json()["message"]
+        # A missing key is not a guess: forgetting it does not lock anyone out.
+        assert client.post("/v1/recognitions", json=KUDOS).status_code in (401, 429)
+
+
+def test_the_default_rate_limit_is_one_a_client_can_reach(settings: Settings) -> None:
+    assert settings.rate_limit_per_s == 50  # bursts of 100
+    key = ensure_dev_key(settings)
+    statuses = []
+    with TestClient(create(settings), headers={"Authorization": f"Bearer {key}"}) as client:
+        for _ in range(200):  # an unknown value: nothing is published, every one is counted
+            body = {**KUDOS, "values": ["unknown"]}
+            statuses.append(client.post("/v1/recognitions", json=body).status_code)
+    assert statuses[:90] == [422] * 90
+    assert 429 in statuses[90:]
