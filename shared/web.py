@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,39 @@ from shared.errors import BrokerUnavailable, InvalidInput, NotFound, RapportErro
 
 MAX_BODY_BYTES = 2 << 20
 RETRY_AFTER_S = "5"
+
+
+class FieldError(BaseModel):
+    field: str  # dotted path into the body, or the parameter's name
+    reason: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a code, a sentence, and for 422 the fields at fault."""
+
+    error: str
+    message: str
+    errors: list[FieldError] | None = None
+
+
+_MEANING = {
+    401: "Missing or invalid API key.",
+    403: "The API key lacks the scope this endpoint needs.",
+    404: "What the path names does not exist.",
+    413: "The request body is over 2 MiB.",
+    422: "Invalid input: every field at fault is named.",
+    429: "Past the key's rate limit, or too many invalid keys from this address: see Retry-After.",
+    503: "The broker did not acknowledge: nothing was accepted; retry after Retry-After.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error answers in the shared format."""
+    return {code: {"model": ErrorOut, "description": _MEANING[code]} for code in codes}
+
+
+# What a write endpoint can answer besides success.
+WRITE_ERRORS = errors(401, 403, 413, 422, 429, 503)
 
 
 class HttpMetrics:
@@ -181,6 +215,10 @@ def _domain_error(_: Request, exc: Exception) -> Response:
     return _error(exc.status, "error", str(exc))
 
 
+class Readiness(BaseModel):
+    ready: bool
+
+
 def create_app(
     title: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
@@ -203,13 +241,25 @@ def create_app(
         """Say the process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={
+            200: {"model": Readiness},
+            503: {"model": Readiness, "description": "Not ready"},
+        },
+    )
     async def readyz() -> JSONResponse:
         """Say whether the broker is reachable and the service can take work."""
         ok = await ready(app)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    )
     async def metrics_endpoint() -> Response:
         """Expose metrics in the Prometheus text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

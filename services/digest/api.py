@@ -24,7 +24,7 @@ from shared.kafka import Publisher
 from shared.questions import catalogue
 from shared.settings import Settings
 from shared.snapshots import SnapshotView
-from shared.web import create_app
+from shared.web import create_app, errors
 
 from . import mail, render, service
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
@@ -32,7 +32,7 @@ from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
 log = logging.getLogger(__name__)
 AdminDep = Annotated[Client, Depends(require("digest:admin"))]
 Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
-router = APIRouter(prefix="/v1/digests")
+router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
 
 
 class RunResult(BaseModel):
@@ -100,15 +100,20 @@ async def get_digests(request: Request) -> Digests:
 DigestsDep = Annotated[Digests, Depends(get_digests)]
 
 
-@router.get("/{manager_id}/preview", response_class=HTMLResponse)
-async def preview(manager_id: str, _: AdminDep, digests: DigestsDep, week: Week = None) -> str:
+@router.get(
+    "/{manager_id}/preview",
+    responses={200: {"content": {"text/html": {}}, "description": "The HTML"}, **errors(404)},
+)
+async def preview(
+    manager_id: str, _: AdminDep, digests: DigestsDep, week: Week = None
+) -> HTMLResponse:
     """The digest's HTML exactly as it would be sent for ``week`` (default: last week)."""
     await digests.directory.sync()
     try:
         d = digests.build(manager_id, _week(week))
     except service.NotAManager as exc:
         raise NotFound(str(exc)) from None
-    return render.preview(d, digests.settings.anonymity_k)
+    return HTMLResponse(render.preview(d, digests.settings.anonymity_k))
 
 
 @router.post("/run", response_model=RunResult)

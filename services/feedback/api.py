@@ -16,6 +16,7 @@ from shared.deps import (
 )
 from shared.questions import catalogue
 from shared.settings import Settings
+from shared.web import WRITE_ERRORS
 
 from . import service
 from .models import Accepted, QuestionsOut, SelfAssessmentIn, SurveyResponseIn
@@ -36,7 +37,7 @@ async def get_questions(settings: SettingsDep) -> QuestionsOut:
     )
 
 
-@router.post("/survey-responses", status_code=202, response_model=Accepted)
+@router.post("/survey-responses", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 async def post_survey_response(
     body: SurveyResponseIn,
     client: WriterDep,
@@ -58,7 +59,7 @@ async def post_survey_response(
     return Accepted(event_id=event_id)
 
 
-@router.post("/self-assessments", status_code=202, response_model=Accepted)
+@router.post("/self-assessments", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 async def post_self_assessment(
     body: SelfAssessmentIn,
     client: WriterDep,

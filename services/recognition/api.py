@@ -11,6 +11,7 @@ from shared.deps import DirectoryDep, IdempotencyKey, PublisherDep, SettingsDep,
 from shared.errors import InvalidInput, NotFound
 from shared.events import Person
 from shared.settings import Settings
+from shared.web import WRITE_ERRORS, errors
 
 from . import service
 from .models import (
@@ -25,7 +26,7 @@ from .models import (
 WriterDep = Annotated[Client, Depends(require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(require("directory:write"))]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=WRITE_ERRORS)
 
 
 @router.post("/recognitions", status_code=202, response_model=Accepted)
@@ -92,7 +93,9 @@ async def put_person(
     return PeopleAccepted(accepted=1)
 
 
-@router.delete("/people/{person_id}", status_code=202, response_model=PeopleAccepted)
+@router.delete(
+    "/people/{person_id}", status_code=202, response_model=PeopleAccepted, responses=errors(404)
+)
 async def delete_person(
     person_id: str, client: DirectoryWriterDep, directory: DirectoryDep, publisher: PublisherDep
 ) -> PeopleAccepted:
