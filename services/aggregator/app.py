@@ -45,6 +45,7 @@ from shared.settings import Settings
 
 from . import service, transport, trust
 from .metrics import AggregatorMetrics
+from .trust import State
 
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
@@ -54,6 +55,11 @@ SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the br
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
 IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broker
+# One record must stay under the broker's limit (1 MB by default), whatever one team
+# sends: a team's trust state past this is refused answer by answer (to the DLQ), and a
+# snapshot past the other bound sheds its oldest comments and days.
+MAX_TRUST_STATE_BYTES = 512 * 1024
+MAX_SNAPSHOT_BYTES = 900 * 1024
 INPUTS = (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS)
 
 
@@ -229,6 +235,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
         now = datetime.now(UTC)
         data = service.build_snapshot(team_id, buckets, team_trust, now)
+        if over := service.fit_snapshot(data, MAX_SNAPSHOT_BYTES):
+            log.warning("snapshot of %s was %d bytes over; oldest comments/days left out",
+                        team_id, over)  # fmt: skip
+            metrics.trimmed.inc()
         ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)
         headers, value = encode(ce)
         return await send(topics.SNAPSHOTS, team_id.encode(), value, headers=headers)
@@ -320,24 +330,43 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             )
         return sent, len(messages)
 
-    async def apply_feedback(message: Message, sent: list[Awaitable[Any]]) -> None:
+    def trust_update(message: Message) -> tuple[str, State | None]:
+        """The team and its new trust state (``None``: unchanged); raise if the record
+        cannot be counted."""
         ce, item = feedback_of(message)
         state = trust_table.data.get(item.team_id)
+        # On a copy: a refused answer must leave the table as it was.
+        work = orjson.loads(orjson.dumps(state)) if state is not None else None
         event_id = f"{ce.source} {ce.id}"
         if isinstance(item, SurveyResponded):
-            new = trust.respond(state, item, event_id, ce.time, k)
+            new = trust.respond(work, item, event_id, ce.time, k)
         else:
-            new = trust.assess(state, item, event_id, ce.time)
+            new = trust.assess(work, item, event_id, ce.time)
         if new is not None:
             trust.prune(new, datetime.now(UTC))
-            trust_table.data[item.team_id] = new
-            partition = message.partition
+            size = len(orjson.dumps(new))
+            if size > MAX_TRUST_STATE_BYTES:
+                raise ValueError(
+                    f"team {item.team_id!r}: its survey state would grow to {size} bytes, "
+                    f"over {MAX_TRUST_STATE_BYTES}; this answer is not counted"
+                )
+        return item.team_id, new
+
+    async def apply_feedback(message: Message, sent: list[Awaitable[Any]]) -> None:
+        try:
+            team_id, new = trust_update(message)
+        except Exception as exc:  # one record, whatever is wrong with it: never a crash loop
+            log.exception("survey record at %s/%d not counted", message.tp, message.offset)
+            sent.append(await to_dlq(message, f"{type(exc).__name__}: {exc}", survey_dlq))
+            return
+        if new is not None:
+            trust_table.data[team_id] = new
             sent.append(
                 await trust_table.changelog_topic.send(
-                    key=item.team_id, value=new, partition=partition, force=True
+                    key=team_id, value=new, partition=message.partition, force=True
                 )
             )
-        dirty.add(item.team_id)
+        dirty.add(team_id)
 
     async def aggregate_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)

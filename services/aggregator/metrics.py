@@ -29,6 +29,12 @@ class AggregatorMetrics:
             ["stage"],
             registry=registry,
         )
+        self.trimmed = Counter(
+            "rapport_aggregator_trimmed_snapshots",
+            "Team snapshots that would have been over the broker's record limit, sent "
+            "without their oldest comment blocks and days.",
+            registry=registry,
+        )
         self.partitions = Gauge(
             "rapport_aggregator_partitions",
             "Team-facts partitions this worker owns, set once their tables are recovered.",

@@ -182,6 +182,22 @@ def build_snapshot(
             "totals": totals, "trust": trust.model_dump(mode="json")}  # fmt: skip
 
 
+def fit_snapshot(data: dict[str, Any], limit: int) -> int:
+    """Make a snapshot's JSON fit in ``limit`` bytes (a record the broker takes): drop its
+    oldest comment blocks first, then its oldest days. Return the bytes it was over."""
+    over = excess = len(orjson.dumps(data)) - limit
+    comments, days = data["trust"]["comments"], data["days"]
+    while excess > 0 and (comments or days):
+        if comments:  # sorted by time: the oldest first
+            excess -= len(orjson.dumps(comments.pop(0)))
+        else:
+            day = min(days)
+            excess -= len(orjson.dumps(days.pop(day))) + len(day)
+        if excess <= 0:  # the estimate leaves out separators: measure again
+            excess = len(orjson.dumps(data)) - limit
+    return max(0, over)
+
+
 def table_key(team_id: str, day: str) -> str:
     return f"{team_id}/{day}"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,10 +23,12 @@ from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
 from shared import topics
 from shared.auth import ensure_dev_key
-from shared.codec import CloudEvent, decode
+from shared.broker import free_port
+from shared.codec import DLQ_REASON, CloudEvent, decode
 from shared.events import SURVEY_RESPONSE
 from shared.settings import DEFAULT_DIMENSIONS, Settings
 from tests.conftest import wait_until
+from tests.e2e.test_stack import parse
 from tests.kafka_helpers import produce, read_all
 
 K = 5
@@ -153,3 +156,56 @@ def test_resubmission_counts_once_and_no_raw_id_reaches_kafka(
         for r in asyncio.run(read_all(settings, spec.name)):
             raw = b"".join([r.key or b"", r.value or b"", *(v for _, v in r.headers)])
             assert not [f for f in forbidden if f in raw], (spec.name, raw[:300])
+
+
+FLOOD = [f"f{i:02d}" for i in range(12)]
+
+
+def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
+    settings: Settings,
+    spawn: Callable[..., Popen[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One writer key, 540 answers with 2,000-character comments under 45 survey ids:
+    the team's state would pass the broker's record limit (the worker that wrote it
+    exited, and every worker after it)."""
+    monkeypatch.setenv("RAPPORT_RATE_LIMIT_PER_S", "0")
+    settings = Settings()
+    flood = [{"id": f, "name": f, "email": f"{f}@x.io", "team_id": "flood"} for f in FLOOD]
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+    with TestClient(create_recognition(settings), headers=headers) as directory:
+        people = {"people": PEOPLE + flood}
+        assert directory.post("/v1/people/batch", json=people).status_code == 202
+    port = free_port()
+    worker = spawn("aggregator", log=tmp_path / "aggregator.log",
+                   extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)})  # fmt: skip
+    answers = dict.fromkeys(DEFAULT_DIMENSIONS, 4)
+    with TestClient(create_feedback(settings), headers=headers) as feedback:
+        for survey in range(45):
+            for who in FLOOD:
+                body = {"survey_id": f"s{survey}", "respondent_id": who, "answers": answers,
+                        "comment": f"{who} {survey} " + "x" * 1990}  # fmt: skip
+                assert feedback.post("/v1/survey-responses", json=body).status_code == 202
+        for who in MEMBERS[:K]:  # then another team answers
+            body = {"survey_id": "s1", "respondent_id": who, "answers": answers}
+            assert feedback.post("/v1/survey-responses", json=body).status_code == 202
+
+    def aggregated() -> float:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0
+        return parse(text).get('rapport_aggregator_events_total{stage="aggregate"}', 0)
+
+    wait_until(lambda: aggregated() >= 45 * 12 + K, timeout=120)
+    with TestClient(create_metrics(settings)) as metrics:
+        index = 'rapport_trust_index{team="alpha",window="28d"}'
+        wait_until(lambda: index in parse(metrics.get("/metrics").text), timeout=60)
+    assert worker.poll() is None  # still running
+    dead = asyncio.run(read_all(settings, topics.dlq(topics.SURVEY)))
+    assert dead and all(b"is not counted" in dict(r.headers)[DLQ_REASON] for r in dead)
+    counted = 45 * 12 - len(dead)
+    assert 200 < counted < 45 * 12  # the state stopped growing at its bound, not before
+    for record in asyncio.run(read_all(settings, topics.SNAPSHOTS)):
+        assert len(record.value) < 1_000_000  # every snapshot is a record the broker takes

@@ -117,3 +117,16 @@ def test_snapshot_totals_all_days_details_recent_ones() -> None:
     assert snap.totals == {"growth": 2}
     assert list(snap.days) == ["2026-11-20"]
     assert snap.days["2026-11-20"].received == {"ann": 1}
+
+
+def test_a_snapshot_over_the_record_limit_sheds_its_oldest_comments_then_days() -> None:
+    blocks = [{"at": f"2026-11-0{i}T00:00:00Z", "comments": [f"c{i}" * 500]} for i in range(1, 4)]
+    days = {f"2026-11-0{i}": {"received": {"p": i}} for i in range(1, 4)}
+    data = {"days": dict(days), "trust": {"comments": list(blocks)}}
+    assert service.fit_snapshot(data, 10_000) == 0 and data["trust"]["comments"] == blocks
+    size = len(orjson.dumps(data))
+    over = service.fit_snapshot(data, size - 500)  # less than one block (~1 kB) too many
+    assert over == 500 and data["trust"]["comments"] == blocks[1:] and data["days"] == days
+    service.fit_snapshot(data, 100)  # without comments: 136 bytes
+    assert data["trust"]["comments"] == [] and list(data["days"]) == ["2026-11-03"]
+    assert len(orjson.dumps(data)) <= 100
