@@ -22,7 +22,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.settings import MIN_SECRET_LENGTH, Settings, UnsafeSettings
 
-SCOPES = frozenset({"recognition:write", "feedback:write", "directory:write", "digest:admin"})
+SCOPES = frozenset(
+    {"recognition:write", "feedback:write", "feedback:admin", "directory:write", "digest:admin"}
+)
 DEV_CLIENT = "dev"
 # Invalid keys one address may present in a burst, then one a second; addresses tracked.
 FAILED_BURST = 10

@@ -6,7 +6,7 @@ thread hop per request for a dictionary look-up.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from shared.auth import ApiKeys
 from shared.directory import DirectoryView
 from shared.kafka import Publisher
 from shared.settings import Settings
+from shared.views import TopicView
 from shared.web import create_app
 
 
@@ -40,10 +41,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
 
-def create_writer_app(title: str, settings: Settings, router: APIRouter) -> FastAPI:
+def create_writer_app(
+    title: str,
+    settings: Settings,
+    router: APIRouter,
+    views: Mapping[str, type[TopicView]] | None = None,
+) -> FastAPI:
     """A service that checks requests against the directory and publishes events.
 
-    Refuses (``UnsafeSettings``) to be built without its keys outside development.
+    ``views`` are more topic views, each kept in ``app.state`` under its name. Refuses
+    (``UnsafeSettings``) to be built without its keys outside development.
     """
     api_keys = ApiKeys.from_settings(settings)
 
@@ -53,12 +60,18 @@ def create_writer_app(title: str, settings: Settings, router: APIRouter) -> Fast
         app.state.api_keys = api_keys
         app.state.publisher = publisher = Publisher(settings)
         app.state.directory = directory = DirectoryView(settings)
+        followed: list[TopicView] = [directory]
+        for name, kind in (views or {}).items():
+            followed.append(kind(settings))
+            setattr(app.state, name, followed[-1])
         await publisher.start()
-        await directory.start()
+        for view in followed:
+            await view.start()
         try:
             yield
         finally:
-            await directory.stop()
+            for view in reversed(followed):
+                await view.stop()
             await publisher.stop()
 
     async def ready(app: FastAPI) -> bool:

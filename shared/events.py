@@ -25,6 +25,8 @@ PERSON = "rapport.directory.person.v1"
 TEAM_SNAPSHOT = "rapport.metrics.team_snapshot.v1"
 SURVEY_RESPONSE = "rapport.feedback.survey_response.v1"
 SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
+SURVEY_ROUND = "rapport.feedback.survey_round.v1"
+ROUND_CLOSED = "rapport.feedback.round_closed.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
@@ -34,7 +36,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 # The longest reach of any figure (9 ISO weeks of trend and a 28-day window: 70 days)
 # and a margin: an older event would count nowhere, or be a typo.
 MAX_EVENT_AGE = timedelta(days=90)
-MAX_COMMENT = 2000
+MAX_COMMENT = 1000
 Score = Annotated[int, Field(ge=1, le=5)]
 Pseudonym = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
@@ -153,6 +155,22 @@ class SelfAssessed(Event):
     predicted: dict[Id, Score] = Field(min_length=1, max_length=100)
 
 
+class SurveyRound(Event):
+    """A survey round (compacted rounds topic, key = survey id): open, then closed."""
+
+    survey_id: Id
+    state: Literal["open", "closed"]
+    opened_at: datetime
+    closed_at: datetime | None = None
+
+
+class RoundClosed(Event):
+    """The close of a round, on every partition of the survey topic: answers before it
+    in a partition count, answers after it do not."""
+
+    survey_id: Id
+
+
 class DayActivity(Event):
     """One team's recognition activity on one UTC day (event time)."""
 
@@ -179,14 +197,15 @@ class DimensionSums(Event):
 
 
 class TrustBlock(Event):
-    """The answers of k distinct respondents, which are only ever published together.
+    """A closed survey round's answers in one team: k or more respondents, published once
+    the round closed and never changed after.
 
-    Every trust figure is computed from whole blocks, so any two figures (two windows,
-    or one window before and after new answers) differ by whole blocks: by k or more
+    Every trust figure is computed from whole rounds, so any two figures (two windows,
+    or one window before and after a round closes) differ by whole rounds: by k or more
     respondents, never fewer (the differencing guard, ARCHITECTURE §7).
     """
 
-    at: datetime  # latest submission in the block: it counts in windows containing this
+    at: datetime  # the round's latest answer: it counts in windows containing this
     respondents: int
     dimensions: dict[str, DimensionSums]
 
@@ -204,7 +223,7 @@ class CommentBlock(Event):
 
 
 class SurveyTurnout(Event):
-    respondents: int  # distinct respondents so far, rounded down to a multiple of k
+    respondents: int  # distinct respondents of a closed round (k or more)
     last_at: datetime
 
 
@@ -214,7 +233,7 @@ class Prediction(Event):
 
 
 class TeamTrust(Event):
-    """A team's survey results in k-anonymous blocks; raw answers never leave the aggregator."""
+    """A team's closed survey rounds, as sums; raw answers never leave the aggregator."""
 
     blocks: tuple[TrustBlock, ...] = ()
     enps: tuple[EnpsBlock, ...] = ()

@@ -23,12 +23,15 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    partition: int | None = None  # None: the key's partition
 
     @classmethod
-    def of(cls, topic: str, key: str, event: CloudEvent) -> Record:
+    def of(
+        cls, topic: str, key: str | None, event: CloudEvent, partition: int | None = None
+    ) -> Record:
         """A CloudEvent in binary content mode, keyed by ``key``."""
         headers, value = encode(event)
-        return cls(topic, key.encode(), value, headers)
+        return cls(topic, key.encode() if key is not None else None, value, headers, partition)
 
 
 class Publisher:
@@ -79,12 +82,24 @@ class Publisher:
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
                 futures = [
-                    await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    await producer.send(
+                        r.topic, r.value, key=r.key, headers=r.headers, partition=r.partition
+                    )
                     for r in records
                 ]
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    async def partitions(self, topic: str) -> list[int]:
+        """The topic's partitions, from the broker's metadata."""
+        if self._producer is None:
+            raise BrokerUnavailable("publisher is not started")
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout_s):
+                return sorted(await self._producer.partitions_for(topic))
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"no metadata for {topic}: {exc!r}") from exc
 
     async def ping(self) -> bool:
         """Say whether the broker answers a metadata request right now."""

@@ -13,6 +13,8 @@ from shared.settings import Settings
 RECOGNITION = "rapport.recognition.v1"
 SURVEY = "rapport.feedback.survey.v1"
 DIRECTORY = "rapport.directory.people.v1"
+# Survey rounds, key = survey id: opened, then closed, by an admin (feedback:admin).
+ROUNDS = "rapport.feedback.rounds.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
 # Digest deliveries per (manager, ISO week): claims and outcomes, so each is sent once.
 DIGEST_LOG = "rapport.digest.deliveries.v1"
@@ -43,11 +45,13 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(SURVEY, n),
         TopicSpec(dlq(SURVEY), 1),
         TopicSpec(TEAM_FACTS, n),
+        TopicSpec(dlq(TEAM_FACTS), 1),
         # faust's table changelogs must match their source's partitions.
         TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_DAYS_TABLE}-changelog", n, compacted=True),
         TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_TRUST_TABLE}-changelog", n, compacted=True),
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),
         TopicSpec(DIRECTORY, 4, compacted=True),
+        TopicSpec(ROUNDS, 1, compacted=True),
         TopicSpec(SNAPSHOTS, 4, compacted=True),
         TopicSpec(DIGEST_LOG, 4, compacted=True),
     ]

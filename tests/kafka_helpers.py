@@ -51,6 +51,16 @@ async def produce(
         await producer.stop()
 
 
+async def produce_raw(settings: Settings, topic: str, value: bytes, partition: int = 0) -> None:
+    """One record that is not a CloudEvent at all, as a careless producer would write."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await (await producer.send(topic, value, partition=partition))
+    finally:
+        await producer.stop()
+
+
 async def put_people(settings: Settings, people: list[Person]) -> None:
     from datetime import UTC, datetime
 

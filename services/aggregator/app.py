@@ -2,9 +2,10 @@
 
 rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1
     (a batch's facts in one record per partition, on the partition of their teams)
-rapport.feedback.survey.v1 --forward--> team-facts (the event as is, re-keyed by team)
+rapport.feedback.survey.v1 --forward--> team-facts (the event as is, re-keyed by team;
+    a round's close marker to the same partition number)
 team-facts --aggregate--> tables team-days (key: team/day, and team/day#n for sealed fact
-                       ids), team-trust (key: team)
+                       ids), team-trust (keys: see surveys.py)
 snapshot timer --> rapport.metrics.snapshots.v1 (key: team), for the teams that changed
 """
 
@@ -33,19 +34,21 @@ from shared.codec import DLQ_REASON, CloudEvent, CodecError, decode, encode
 from shared.directory import Roster
 from shared.events import (
     RECOGNITION_GIVEN,
+    ROUND_CLOSED,
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
     TEAM_SNAPSHOT,
     RecognitionGiven,
+    RoundClosed,
     SelfAssessed,
     SurveyResponded,
 )
 from shared.questions import catalogue
 from shared.settings import Settings
 
-from . import service, transport, trust
+from . import service, transport
 from .metrics import AggregatorMetrics
-from .trust import State
+from .surveys import Surveys
 
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
@@ -55,10 +58,8 @@ SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the br
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
 IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broker
-# One record must stay under the broker's limit (1 MB by default), whatever one team
-# sends: a team's trust state past this is refused answer by answer (to the DLQ), and a
-# snapshot past the other bound sheds its oldest comments and days.
-MAX_TRUST_STATE_BYTES = 512 * 1024
+# Under the broker's 1 MB a record, whatever one team sends: past it, a snapshot sheds
+# its oldest comments and days (the tables' records are small by construction).
 MAX_SNAPSHOT_BYTES = 900 * 1024
 INPUTS = (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS)
 
@@ -174,6 +175,9 @@ def exit_unless_done() -> Iterator[None]:
         os._exit(1)
 
 
+Feedback = SurveyResponded | SelfAssessed | RoundClosed
+
+
 def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
     """A record's headers, as aiokafka reads them (faust types them more loosely)."""
     return cast(Sequence[tuple[str, bytes]], message.headers or ())
@@ -206,6 +210,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     dlq = app.topic(topics.dlq(topics.RECOGNITION), key_serializer="raw", value_serializer="raw")
     facts = app.topic(topics.TEAM_FACTS, key_serializer="raw", value_serializer="raw")
     survey_dlq = app.topic(topics.dlq(topics.SURVEY), key_serializer="raw", value_serializer="raw")
+    facts_dlq = app.topic(
+        topics.dlq(topics.TEAM_FACTS), key_serializer="raw", value_serializer="raw"
+    )
     table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     changelog = table.changelog_topic
     # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
@@ -213,7 +220,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
     questions = catalogue(settings)
     known_values = frozenset(settings.values)
-    k, comment_k = settings.anonymity_k, settings.comment_k
+    surveys = Surveys(trust_table.data, questions, settings.anonymity_k, settings.comment_k)
     metrics = AggregatorMetrics(registry or CollectorRegistry())
     for source in (topics.RECOGNITION, topics.SURVEY):
         metrics.dlq.labels(source)  # a series at 0 from the start, not only after a first
@@ -230,11 +237,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     async def publish_snapshot(team_id: str) -> Awaitable[Any]:
         buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
-        team_trust = trust.team_trust(
-            trust_table.data.get(team_id), questions.dimension_of, k, comment_k
-        )
         now = datetime.now(UTC)
-        data = service.build_snapshot(team_id, buckets, team_trust, now)
+        data = service.build_snapshot(team_id, buckets, surveys.team_trust(team_id), now)
         if over := service.fit_snapshot(data, MAX_SNAPSHOT_BYTES):
             log.warning("snapshot of %s was %d bytes over; oldest comments/days left out",
                         team_id, over)  # fmt: skip
@@ -254,7 +258,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def send(
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
@@ -301,7 +305,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 sent.append(await send(topics.TEAM_FACTS, None, value, partition))
         return sent, len(messages)
 
-    def feedback_of(message: Message) -> tuple[CloudEvent, SurveyResponded | SelfAssessed]:
+    def feedback_of(message: Message) -> tuple[CloudEvent, Feedback]:
         """Decode and check one survey-topic event; raise if it cannot be counted."""
         ce = decode(headers_of(message), message.value)
         if ce.type == SURVEY_RESPONSE:
@@ -312,61 +316,42 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             assessment = SelfAssessed.model_validate(ce.data)
             questions.check_predicted(assessment.predicted)
             return ce, assessment
+        if ce.type == ROUND_CLOSED:
+            return ce, RoundClosed.model_validate(ce.data)
         raise CodecError(f"unexpected ce_type {ce.type!r}")
 
     async def forward_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
         for message in messages:
             try:
-                team_id = feedback_of(message)[1].team_id
+                item = feedback_of(message)[1]
             except (CodecError, ValueError) as exc:  # pydantic's ValidationError included
                 sent.append(await to_dlq(message, str(exc), survey_dlq))
                 continue
             headers = list(headers_of(message))
-            sent.append(
-                await facts.send(
-                    key=team_id.encode(), value=message.value, headers=headers, force=True
-                )
-            )
+            if isinstance(item, RoundClosed):  # closes the round on the same partition
+                where: dict[str, Any] = {"key": None, "partition": message.partition}
+            else:
+                where = {"key": item.team_id.encode()}
+            sent.append(await facts.send(value=message.value, headers=headers, force=True, **where))
         return sent, len(messages)
-
-    def trust_update(message: Message) -> tuple[str, State | None]:
-        """The team and its new trust state (``None``: unchanged); raise if the record
-        cannot be counted."""
-        ce, item = feedback_of(message)
-        state = trust_table.data.get(item.team_id)
-        # On a copy: a refused answer must leave the table as it was.
-        work = orjson.loads(orjson.dumps(state)) if state is not None else None
-        event_id = f"{ce.source} {ce.id}"
-        if isinstance(item, SurveyResponded):
-            new = trust.respond(work, item, event_id, ce.time, k)
-        else:
-            new = trust.assess(work, item, event_id, ce.time)
-        if new is not None:
-            trust.prune(new, datetime.now(UTC))
-            size = len(orjson.dumps(new))
-            if size > MAX_TRUST_STATE_BYTES:
-                raise ValueError(
-                    f"team {item.team_id!r}: its survey state would grow to {size} bytes, "
-                    f"over {MAX_TRUST_STATE_BYTES}; this answer is not counted"
-                )
-        return item.team_id, new
 
     async def apply_feedback(message: Message, sent: list[Awaitable[Any]]) -> None:
         try:
-            team_id, new = trust_update(message)
+            ce, item = feedback_of(message)
+            updates, moved = surveys.changes(ce, item, message.partition, team_partition)
         except Exception as exc:  # one record, whatever is wrong with it: never a crash loop
-            log.exception("survey record at %s/%d not counted", message.tp, message.offset)
+            log.warning("survey record at %s/%d not counted: %r", message.tp, message.offset,
+                        exc)  # fmt: skip
             sent.append(await to_dlq(message, f"{type(exc).__name__}: {exc}", survey_dlq))
             return
-        if new is not None:
-            trust_table.data[team_id] = new
-            sent.append(
-                await trust_table.changelog_topic.send(
-                    key=team_id, value=new, partition=message.partition, force=True
-                )
-            )
-        dirty.add(team_id)
+        surveys.commit(updates)
+        topic = trust_table.changelog_topic.get_topic_name()
+        for key, value in updates:
+            # Raw JSON as the table reads it back; None deletes the key on recovery.
+            raw = orjson.dumps(value) if value is not None else None
+            sent.append(await send(topic, orjson.dumps(key), raw, message.partition))
+        dirty.update(moved)
 
     async def aggregate_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
@@ -378,7 +363,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 await apply_feedback(message, sent)
                 handled += 1
                 continue
-            for f in service.loads(message.value or b"[]"):  # None: no facts
+            try:
+                team_facts = service.loads(message.value or b"[]")  # None: no facts
+            except (ValueError, TypeError) as exc:  # not written by a worker: never a crash loop
+                sent.append(await to_dlq(message, f"unreadable team facts: {exc}", facts_dlq))
+                continue
+            for f in team_facts:
                 grouped[(service.table_key(f.team_id, f.day), message.partition)].append(f)
                 handled += 1
         for (key, partition), team_facts in grouped.items():
@@ -468,7 +458,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 days_by_team[team_id].add(day)
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
-        teams = set(days_by_team) | set(trust_table.data.keys())
+        surveys.rebuild()
+        teams = set(days_by_team) | set(surveys.teams())
         owned = [t for t in sorted(teams) if team_partition(t) in active]
         dirty.difference_update(owned)
         await publish_snapshots_of(owned)

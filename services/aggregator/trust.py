@@ -1,20 +1,22 @@
-"""Pure trust aggregation: survey answers into k-anonymous blocks, one state per team.
+"""Pure trust aggregation: survey answers per round, published only once a round closes.
 
-A team's state holds its recent responses ("units", one per survey and respondent)
-and how they are grouped into blocks. A unit joins the oldest open block that does
-not hold its respondent yet; a block with k units is complete and from then on only
-published as a whole (see ``TrustBlock``). Blocks are formed in log order, so a replay
-forms the same blocks. Three kinds of block, because not every response has an eNPS
-score or a comment: "trust" (every response), "enps" and "comments".
+While a round is open, each respondent's latest answer is one *unit*, stored under its
+own key (team, round, respondent): no record grows with the team, and nothing about an
+open round is published, so a resubmission moves nothing anyone can read. The round
+closes at a marker on each partition of the survey topic (``RoundClosed``): answers
+before it in the log count, answers after it do not. At the marker, a team's units
+become one *result* (sums from k or more respondents, or nothing), the units are
+deleted, and the result never changes again (ARCHITECTURE §7).
 
-Idempotent: a unit remembers the event that set it; a redelivered or older event
-changes nothing, a newer one from the same respondent to the same survey replaces it.
+Idempotent: a unit remembers the event that set it, so a redelivered or older event
+changes nothing and a newer one from the same respondent replaces it; a round closes
+once per partition.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,65 +32,63 @@ from shared.events import (
     TrustBlock,
 )
 
-State = dict[str, Any]
-KINDS = ("trust", "enps", "comments")
+State = dict[str, Any]  # a team's: {"results": [...], "predictions": [...]}
+Unit = dict[str, Any]  # one respondent's latest answer to an open round
 RETENTION = timedelta(days=70)  # 9 ISO weeks of trend plus the 28-day window's reach
+MAX_RESULTS = 12  # closed rounds kept per team
+MAX_PREDICTIONS = 12  # leader predictions kept per team
+MAX_COMMENTS = 50  # comments published per team and round (a sample, in hash order)
 
 
 def new_state() -> State:
-    return {"units": {}, "blocks": {kind: [] for kind in KINDS}, "predictions": []}
+    return {"results": [], "predictions": []}
 
 
-def _kinds(unit: Mapping[str, Any]) -> set[str]:
-    kinds = {"trust"}
-    if unit["n"] is not None:
-        kinds.add("enps")
-    if unit["c"] is not None:
-        kinds.add("comments")
-    return kinds
-
-
-def _newer(event: tuple[str, str], current: Mapping[str, Any]) -> bool:
-    """Whether an event (time, id) supersedes the one that set ``current``."""
-    return event > (current["t"], current["e"])
-
-
-def _place(state: State, kind: str, key: str, k: int) -> None:
-    respondent = state["units"][key]["r"]
-    blocks: list[list[str]] = state["blocks"][kind]
-    for block in blocks:
-        if len(block) < k and all(state["units"][u]["r"] != respondent for u in block):
-            block.append(key)
-            return
-    blocks.append([key])
-
-
-def _unplace(state: State, kind: str, key: str) -> None:
-    for block in state["blocks"][kind]:
-        if key in block:
-            block.remove(key)
-    state["blocks"][kind] = [b for b in state["blocks"][kind] if b]
-
-
-def respond(
-    state: State | None, r: SurveyResponded, event_id: str, time: datetime, k: int
-) -> State | None:
-    """Return the state with the response applied, or ``None`` if it changes nothing."""
-    result = state or new_state()
-    key = f"{r.survey_id}/{r.respondent}"
+def respond(unit: Unit | None, r: SurveyResponded, event_id: str, time: datetime) -> Unit | None:
+    """The respondent's unit with this answer, or ``None`` if it changes nothing (a
+    redelivery, or older than the answer it would replace)."""
     stamp = (time.isoformat(), event_id)
-    old = result["units"].get(key)
-    if old is not None and not _newer(stamp, old):
-        return None  # a redelivery, or older than the answer it would replace
-    unit = {"e": event_id, "t": stamp[0], "s": r.survey_id, "r": r.respondent,
-            "a": dict(r.answers), "n": r.enps, "c": r.comment}  # fmt: skip
-    result["units"][key] = unit
-    before = _kinds(old) if old is not None else set()
-    for kind in before - _kinds(unit):
-        _unplace(result, kind, key)
-    for kind in sorted(_kinds(unit) - before):
-        _place(result, kind, key, k)
-    return result
+    if unit is not None and stamp <= (unit["t"], unit["e"]):
+        return None
+    return {"e": event_id, "t": stamp[0], "a": dict(r.answers), "n": r.enps, "c": r.comment}
+
+
+def _shuffled(comments: Iterable[str]) -> list[str]:
+    # Ordered by a hash of the text: unrelated to who answered first.
+    return sorted(comments, key=lambda c: hashlib.blake2b(c.encode()).digest())
+
+
+def close(
+    units: list[Unit], survey_id: str, dimension_of: Mapping[str, str], k: int, ck: int
+) -> tuple[dict[str, Any], list[str]] | None:
+    """A closed round's result for one team, and its comments; ``None`` below k."""
+    if len(units) < k:
+        return None
+    sums: dict[str, list[int]] = {}
+    for unit in units:
+        for item, score in unit["a"].items():
+            s = sums.setdefault(dimension_of.get(item, item), [0, 0, 0])
+            s[0] += score
+            s[1] += score >= 4
+            s[2] += 1
+    scores = [u["n"] for u in units if u["n"] is not None]
+    comments = [u["c"] for u in units if u["c"] is not None]
+    result = {
+        "s": survey_id,
+        "at": max(u["t"] for u in units),  # when its last answer was given
+        "respondents": len(units),
+        "dimensions": sums,
+        "enps": [len(scores), sum(n >= 9 for n in scores), sum(n <= 6 for n in scores)]
+        if len(scores) >= k
+        else None,
+    }
+    return result, _shuffled(comments)[:MAX_COMMENTS] if len(comments) >= ck else []
+
+
+def add_result(state: State | None, result: dict[str, Any]) -> State:
+    state = state or new_state()
+    state["results"] = sorted([*state["results"], result], key=lambda r: (r["at"], r["s"]))
+    return state
 
 
 def assess(state: State | None, a: SelfAssessed, event_id: str, time: datetime) -> State | None:
@@ -101,77 +101,37 @@ def assess(state: State | None, a: SelfAssessed, event_id: str, time: datetime) 
     return result
 
 
-def prune(state: State, now: datetime) -> None:
-    """Forget blocks completed and units given before the retention period."""
+def prune(state: State, now: datetime) -> list[str]:
+    """Forget results and predictions past the retention period or the count limits;
+    return the rounds whose results went (their comments go too)."""
     cutoff = (now - RETENTION).isoformat()
-    units = state["units"]
-    for kind in KINDS:
-        # Whole blocks or nothing: a published block must never change its members.
-        state["blocks"][kind] = [
-            b for b in state["blocks"][kind] if max(units[u]["t"] for u in b) >= cutoff
-        ]
-    referenced = {u for kind in KINDS for block in state["blocks"][kind] for u in block}
-    state["units"] = {key: u for key, u in units.items() if key in referenced}
-    recent = [p for p in state["predictions"] if p["t"] >= cutoff]
+    kept = [r for r in state["results"] if r["at"] >= cutoff][-MAX_RESULTS:]
+    gone = [r["s"] for r in state["results"] if r not in kept]
+    state["results"] = kept
+    recent = [p for p in state["predictions"] if p["t"] >= cutoff][-MAX_PREDICTIONS:]
     state["predictions"] = recent or state["predictions"][-1:]
+    return gone
 
 
-def _at(units: list[Mapping[str, Any]]) -> datetime:
-    return datetime.fromisoformat(max(u["t"] for u in units))
-
-
-def _shuffled(comments: list[str]) -> tuple[str, ...]:
-    # Ordered by a hash of the text: unrelated to who answered first.
-    return tuple(sorted(comments, key=lambda c: hashlib.blake2b(c.encode()).digest()))
-
-
-def team_trust(state: State | None, dimension_of: Mapping[str, str], k: int, ck: int) -> TeamTrust:
-    """What may be published: complete blocks only, and turnout in steps of k respondents."""
+def team_trust(state: State | None, comments_of: Mapping[str, list[str]]) -> TeamTrust:
+    """What may be published: every closed round of k or more respondents, whole."""
     if state is None:
         return TeamTrust()
-    units = state["units"]
-
-    def complete(kind: str, size: int) -> list[list[Mapping[str, Any]]]:
-        return [[units[u] for u in b] for b in state["blocks"][kind] if len(b) >= size]
-
-    blocks = []
-    for members in complete("trust", k):
-        sums: dict[str, list[int]] = {}
-        for unit in members:
-            for item, score in unit["a"].items():
-                s = sums.setdefault(dimension_of.get(item, item), [0, 0, 0])
-                s[0] += score
-                s[1] += score >= 4
-                s[2] += 1
-        dims = {d: DimensionSums(total=t, favorable=f, n=n) for d, (t, f, n) in sums.items()}
-        blocks.append(TrustBlock(at=_at(members), respondents=len(members), dimensions=dims))
-    enps = [
-        EnpsBlock(at=_at(m), n=len(m), promoters=sum(u["n"] >= 9 for u in m),
-                  detractors=sum(u["n"] <= 6 for u in m))
-        for m in complete("enps", k)
-    ]  # fmt: skip
-    comments = [
-        CommentBlock(at=_at(m), comments=_shuffled([u["c"] for u in m]))
-        for m in complete("comments", ck)
-    ]
-    by_survey: dict[str, list[Mapping[str, Any]]] = {}
-    for unit in units.values():
-        by_survey.setdefault(unit["s"], []).append(unit)
-    surveys = {}
-    for survey, us in sorted(by_survey.items()):
-        # In steps of k too: a count ticking up by one tells who has just answered.
-        steps = len(us) // k * k
-        if steps:
-            last = sorted(u["t"] for u in us)[steps - 1]
-            surveys[survey] = SurveyTurnout(respondents=steps, last_at=datetime.fromisoformat(last))
+    blocks, enps, comments, surveys = [], [], [], {}
+    for r in state["results"]:
+        at = datetime.fromisoformat(r["at"])
+        dims = {d: DimensionSums(total=t, favorable=f, n=n) for d, (t, f, n) in
+                r["dimensions"].items()}  # fmt: skip
+        blocks.append(TrustBlock(at=at, respondents=r["respondents"], dimensions=dims))
+        if r["enps"] is not None:
+            n, promoters, detractors = r["enps"]
+            enps.append(EnpsBlock(at=at, n=n, promoters=promoters, detractors=detractors))
+        if texts := comments_of.get(r["s"]):
+            comments.append(CommentBlock(at=at, comments=tuple(texts)))
+        surveys[r["s"]] = SurveyTurnout(respondents=r["respondents"], last_at=at)
     predictions = [
         Prediction(at=datetime.fromisoformat(p["t"]), predicted=p["p"])
         for p in state["predictions"]
     ]
-    return TeamTrust(
-        blocks=tuple(sorted(blocks, key=lambda b: b.at)),
-        enps=tuple(sorted(enps, key=lambda b: b.at)),
-        comments=tuple(sorted(comments, key=lambda b: b.at)),
-        surveys=surveys,
-        predictions=tuple(predictions),
-    )
+    return TeamTrust(blocks=tuple(blocks), enps=tuple(enps), comments=tuple(comments),
+                     surveys=surveys, predictions=tuple(predictions))  # fmt: skip

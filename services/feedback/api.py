@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
 from shared.auth import Client, require
 from shared.deps import (
@@ -14,14 +14,27 @@ from shared.deps import (
     SettingsDep,
     create_writer_app,
 )
+from shared.events import SurveyRound
 from shared.questions import catalogue
 from shared.settings import Settings
-from shared.web import WRITE_ERRORS
+from shared.web import WRITE_ERRORS, errors
 
+from . import rounds as rounds_
 from . import service
-from .models import Accepted, QuestionsOut, SelfAssessmentIn, SurveyResponseIn
+from .models import Accepted, QuestionsOut, RoundIn, SelfAssessmentIn, SurveyResponseIn
+from .rounds import RoundsView
 
 WriterDep = Annotated[Client, Depends(require("feedback:write"))]
+AdminDep = Annotated[Client, Depends(require("feedback:admin"))]
+SurveyId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+async def get_rounds(request: Request) -> RoundsView:
+    rounds: RoundsView = request.app.state.rounds
+    return rounds
+
+
+RoundsDep = Annotated[RoundsView, Depends(get_rounds)]
 SCALE = {"1": "strongly disagree", "2": "disagree", "3": "neutral", "4": "agree",
          "5": "strongly agree"}  # fmt: skip
 
@@ -37,16 +50,46 @@ async def get_questions(settings: SettingsDep) -> QuestionsOut:
     )
 
 
+@router.get("/survey-rounds", response_model=list[SurveyRound])
+async def list_rounds(rounds: RoundsDep) -> list[SurveyRound]:
+    """Every survey round, open or closed, oldest first."""
+    await rounds.sync()
+    return rounds.all()
+
+
+@router.post("/survey-rounds", status_code=202, response_model=SurveyRound, responses=WRITE_ERRORS)
+async def open_round(
+    body: RoundIn, client: AdminDep, rounds: RoundsDep, publisher: PublisherDep
+) -> SurveyRound:
+    """Open a survey round (feedback:admin): answers are taken until it closes."""
+    return await rounds_.open_round(body.survey_id, client, rounds, publisher)
+
+
+@router.post(
+    "/survey-rounds/{survey_id}/close",
+    status_code=202,
+    response_model=SurveyRound,
+    responses={**WRITE_ERRORS, **errors(404)},
+)
+async def close_round(
+    survey_id: SurveyId, client: AdminDep, rounds: RoundsDep, publisher: PublisherDep
+) -> SurveyRound:
+    """Close a round (feedback:admin): its figures are published from the answers given
+    until now, and never change."""
+    return await rounds_.close_round(survey_id, client, rounds, publisher)
+
+
 @router.post("/survey-responses", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 async def post_survey_response(
     body: SurveyResponseIn,
     client: WriterDep,
     settings: SettingsDep,
     directory: DirectoryDep,
+    rounds: RoundsDep,
     publisher: PublisherDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Accept one person's answers; a later answer to the same survey replaces it."""
+    """Accept one person's answers to an open round; a later answer replaces it."""
     event_id = await service.accept_response(
         body,
         idempotency_key=idempotency_key,
@@ -54,6 +97,7 @@ async def post_survey_response(
         settings=settings,
         questions=catalogue(settings),
         directory=directory,
+        rounds=rounds,
         publisher=publisher,
     )
     return Accepted(event_id=event_id)
@@ -65,16 +109,18 @@ async def post_self_assessment(
     client: WriterDep,
     settings: SettingsDep,
     directory: DirectoryDep,
+    rounds: RoundsDep,
     publisher: PublisherDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Accept a leader's prediction of how their team will answer."""
+    """Accept a leader's prediction of how their team will answer an open round."""
     event_id = await service.accept_self_assessment(
         body,
         idempotency_key=idempotency_key,
         client=client,
         questions=catalogue(settings),
         directory=directory,
+        rounds=rounds,
         publisher=publisher,
     )
     return Accepted(event_id=event_id)
@@ -86,4 +132,4 @@ def create(settings: Settings | None = None) -> FastAPI:
     # Pseudonyms are only as safe as their key.
     settings.check_secrets("api_keys", "pseudonym_key")
     catalogue(settings)  # a broken questions file stops the service now, not per request
-    return create_writer_app("Rapport feedback service", settings, router)
+    return create_writer_app("Rapport feedback service", settings, router, {"rounds": RoundsView})

@@ -31,3 +31,8 @@ class QuestionsOut(BaseModel):
 
 class Accepted(BaseModel):
     event_id: str
+
+
+class RoundIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    survey_id: Id

@@ -32,6 +32,7 @@ from shared.questions import Catalogue
 from shared.settings import Settings
 
 from .models import SelfAssessmentIn, SurveyResponseIn
+from .rounds import RoundsView
 
 
 def pseudonym(settings: Settings, person_id: str) -> str:
@@ -69,6 +70,7 @@ async def accept_response(
     settings: Settings,
     questions: Catalogue,
     directory: DirectoryView,
+    rounds: RoundsView,
     publisher: Publisher,
 ) -> str:
     """Publish one survey response under a pseudonym; return its event id once acked."""
@@ -77,6 +79,7 @@ async def accept_response(
     except ValueError as exc:
         raise InvalidInput("answers", str(exc).removeprefix("answers: ")) from None
     time = event_time(body.submitted_at, "submitted_at")
+    await rounds.require_open(body.survey_id)
     person = await _person(directory, body.respondent_id, "respondent_id")
     event = SurveyResponded(
         survey_id=body.survey_id,
@@ -100,6 +103,7 @@ async def accept_self_assessment(
     client: Client,
     questions: Catalogue,
     directory: DirectoryView,
+    rounds: RoundsView,
     publisher: Publisher,
 ) -> str:
     """Publish a leader's prediction for the team they lead; return its event id once acked."""
@@ -108,6 +112,7 @@ async def accept_self_assessment(
     except ValueError as exc:
         raise InvalidInput("predicted", str(exc).removeprefix("predicted: ")) from None
     time = event_time(body.submitted_at, "submitted_at")
+    await rounds.require_open(body.survey_id)
     leader = await _person(directory, body.leader_id, "leader_id")
     try:
         team_id = directory.led_team(leader)

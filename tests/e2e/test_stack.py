@@ -85,7 +85,7 @@ def test_kudos_posted_over_http_show_up_exactly_on_metrics(stack: dict[str, str]
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_survey_answers_posted_over_http_show_up_from_k_respondents(
+def test_a_closed_round_of_k_answers_over_http_shows_up_exact(
     stack: dict[str, str],
 ) -> None:
     api = f"http://127.0.0.1:{stack['RAPPORT_RECOGNITION_PORT']}"
@@ -100,6 +100,8 @@ def test_survey_answers_posted_over_http_show_up_from_k_respondents(
     with httpx.Client(headers=headers) as client:
         assert client.post(f"{api}/v1/people/batch", json={"people": team}).status_code == 202
         items = [i["id"] for i in client.get(f"{feedback}/v1/questions").json()["items"]]
+        opened = client.post(f"{feedback}/v1/survey-rounds", json={"survey_id": "q4"})
+        assert opened.status_code == 202, opened.text
         for i in range(1, 6):  # five reports answer: 4 everywhere but growth, eNPS 10 or 6
             answers = {item: 2 if item == "growth" else 4 for item in items}
             body = {"survey_id": "q4", "respondent_id": f"g{i}", "answers": answers,
@@ -108,6 +110,7 @@ def test_survey_answers_posted_over_http_show_up_from_k_respondents(
             assert r.status_code == 202, r.text
         prediction = {"survey_id": "q4", "leader_id": "g0", "predicted": {"growth": 4}}
         assert client.post(f"{feedback}/v1/self-assessments", json=prediction).status_code == 202
+        assert client.post(f"{feedback}/v1/survey-rounds/q4/close").status_code == 202
     # Hand-computed: 6 of 7 dimensions all favorable, growth none -> 100 x 6/7.
     expected = {
         'rapport_trust_index{team="gamma",window="28d"}': 600 / 7,

@@ -21,7 +21,7 @@ from shared.events import RECOGNITION_GIVEN, Person
 from shared.settings import Settings
 from tests.conftest import wait_until
 from tests.e2e.test_stack import parse
-from tests.kafka_helpers import produce, put_people, read_all
+from tests.kafka_helpers import produce, produce_raw, put_people, read_all
 
 PEOPLE = [
     Person(id="lead", name="Lee", email="lee@x.io", team_id="alpha"),
@@ -55,6 +55,8 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     asyncio.run(produce(settings, topics.RECOGNITION, [(b"bob", direct)]))
     bad = CloudEvent("bad-1", "/slack-bot", RECOGNITION_GIVEN, datetime.now(UTC), {"x": 1})
     asyncio.run(produce(settings, topics.RECOGNITION, [(b"bob", bad), (b"bob", direct)]))
+    # Junk on the internal facts topic: to its DLQ, and the worker goes on.
+    asyncio.run(produce_raw(settings, topics.TEAM_FACTS, b'[["not", "a fact"]]'))
     key = ensure_dev_key(settings)
     with TestClient(create(settings), headers={"Authorization": f"Bearer {key}"}) as http:
         body = {"giver_id": "lead", "recipient_ids": ["ann"], "message": "Great demo",
@@ -80,6 +82,9 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     assert dict(dead.headers)["ce_id"] == b"bad-1"
     assert b"giver_id" in dict(dead.headers)[DLQ_REASON]
     assert orjson.loads(dead.value) == {"x": 1}
+
+    [junk] = asyncio.run(read_all(settings, topics.dlq(topics.TEAM_FACTS)))
+    assert dict(junk.headers)[DLQ_REASON].startswith(b"unreadable team facts")
 
     ops = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
     assert ops['rapport_aggregator_events_total{stage="fan_out"}'] >= 4  # 3 good, 1 bad

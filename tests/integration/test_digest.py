@@ -122,12 +122,14 @@ def seed(settings: Settings) -> dict[str, str]:
                     "values": [value], "occurred_at": when, "event_id": f"k{i}"}  # fmt: skip
             assert http.post("/v1/recognitions", json=body).status_code == 202
     with TestClient(create_feedback(settings), headers=headers) as http:
+        assert http.post("/v1/survey-rounds", json={"survey_id": "s1"}).status_code == 202
         respondents = ["ann", "bob", "cat", "dan", "eve", "gus", "hal", "bo"]
         for n, who in enumerate(respondents):
             answers = {d: 2 + (n + i) % 4 for i, d in enumerate(DEFAULT_DIMENSIONS)}
             body = {"survey_id": "s1", "respondent_id": who, "answers": answers,
                     "enps": 6 + n % 5, "submitted_at": when}  # fmt: skip
             assert http.post("/v1/survey-responses", json=body).status_code == 202
+        assert http.post("/v1/survey-rounds/s1/close").status_code == 202
     return headers
 
 

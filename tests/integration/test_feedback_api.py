@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.feedback.api import create
+from services.feedback.rounds import MAX_OPEN_ROUNDS
 from services.recognition.api import create as create_recognition
 from shared import topics
 from shared.auth import ensure_dev_key
@@ -39,6 +40,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_recognition(settings), headers=headers) as directory:
         assert directory.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
     with TestClient(create(settings), headers=headers) as c:
+        assert c.post("/v1/survey-rounds", json={"survey_id": "2026-11"}).status_code == 202
         yield c
 
 
@@ -46,7 +48,8 @@ def survey_records(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
     out = []
     for r in asyncio.run(read_all(settings, topics.SURVEY)):
         ce = decode(r.headers, r.value)
-        out.append((r.key, {"type": ce.type, "time": ce.time, **ce.data}))
+        out.append((r.key, {"type": ce.type, "time": ce.time, "partition": r.partition,
+                            **ce.data}))  # fmt: skip
     return out
 
 
@@ -86,6 +89,7 @@ def test_a_response_is_published_under_a_keyed_pseudonym(
     expected = hmac.new(DEV_PSEUDONYM_KEY.encode(), b"ann", hashlib.sha256).hexdigest()[:32]
     assert record["respondent"] == expected
     assert record["type"] == "rapport.feedback.survey_response.v1"
+    assert record.pop("partition") is not None
     assert record["comment"] == "More focus time, please."
     raw = orjson.dumps(record, default=str)
     assert b"ann" not in raw.lower() and b"respondent_id" not in raw
@@ -106,7 +110,7 @@ def test_a_self_assessment_is_for_the_team_the_leader_leads(
 def test_submitted_at_dates_an_import_of_an_earlier_round(
     client: TestClient, settings: Settings
 ) -> None:
-    earlier = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    earlier = (datetime.now(UTC) - timedelta(days=30)).replace(microsecond=0)
     body = {**RESPONSE, "submitted_at": earlier.isoformat()}
     assert client.post("/v1/survey-responses", json=body).status_code == 202
     [(_, record)] = survey_records(settings)
@@ -124,7 +128,10 @@ def test_submitted_at_dates_an_import_of_an_earlier_round(
         ("survey-responses", {"answers": {**ANSWERS, "growth": 6}}, "answers.growth",
          "less than or equal to 5"),
         ("survey-responses", {"enps": 11}, "enps", "less than or equal to 10"),
-        ("survey-responses", {"comment": "x" * 2001}, "comment", "at most 2000 characters"),
+        ("survey-responses", {"comment": "x" * 1001}, "comment", "at most 1000 characters"),
+        ("survey-responses", {"survey_id": "fresh"}, "survey_id",
+         "no round 'fresh': an admin opens rounds"),
+        ("self-assessments", {"survey_id": "fresh"}, "survey_id", "no round 'fresh'"),
         ("survey-responses", {"team_id": "beta"}, "team_id", "unknown field"),
         ("survey-responses", {"submitted_at": (datetime.now(UTC) + timedelta(hours=1))
                               .isoformat()}, "submitted_at", "more than 5 minutes in the future"),
@@ -171,3 +178,41 @@ def test_401_without_a_key_and_403_without_the_scope(
         )
         assert c.get("/v1/questions").status_code == 200  # reading the catalogue is open
     assert wrong.status_code == 403 and "feedback:write" in wrong.json()["message"]
+
+
+def test_rounds_open_and_close_and_answers_are_taken_only_while_open(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.post("/v1/survey-responses", json=RESPONSE).status_code == 202
+    again = client.post("/v1/survey-rounds", json={"survey_id": "2026-11"})
+    assert again.status_code == 422 and "exists already (open)" in again.json()["message"]
+    closed = client.post("/v1/survey-rounds/2026-11/close")
+    assert closed.status_code == 202 and closed.json()["state"] == "closed"
+    late = client.post("/v1/survey-responses", json=RESPONSE)
+    assert late.status_code == 422 and late.json()["errors"] == [
+        {"field": "survey_id", "reason": "round '2026-11' is closed"}
+    ]
+    assessment = {"survey_id": "2026-11", "leader_id": "lead", "predicted": {"direction": 5}}
+    assert client.post("/v1/self-assessments", json=assessment).status_code == 422
+    assert client.post("/v1/survey-rounds/2026-11/close").json() == closed.json()  # no-op
+    assert client.post("/v1/survey-rounds/nope/close").status_code == 404
+    assert [(r["survey_id"], r["state"]) for r in client.get("/v1/survey-rounds").json()] == [
+        ("2026-11", "closed")
+    ]
+    markers = [r for _, r in survey_records(settings) if r["type"].endswith("round_closed.v1")]
+    assert sorted(r["partition"] for r in markers) == [0, 1, 2, 3]  # one on every partition
+    assert {r["survey_id"] for r in markers} == {"2026-11"}
+
+
+def test_a_writer_key_cannot_open_or_close_rounds_and_rounds_are_bounded(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [{"name": "tool", "key": "k-tool", "scopes": ["feedback:write"]}]
+    monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
+    with TestClient(create(Settings()), headers={"Authorization": "Bearer k-tool"}) as writer:
+        assert writer.post("/v1/survey-rounds", json={"survey_id": "x"}).status_code == 403
+        assert writer.post("/v1/survey-rounds/2026-11/close").status_code == 403
+    for n in range(MAX_OPEN_ROUNDS - 1):  # one is open already
+        assert client.post("/v1/survey-rounds", json={"survey_id": f"r{n}"}).status_code == 202
+    over = client.post("/v1/survey-rounds", json={"survey_id": "one-more"})
+    assert over.status_code == 422 and "close one first" in over.json()["message"]

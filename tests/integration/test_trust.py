@@ -1,13 +1,15 @@
 """Trust end to end on a real broker: feedback API -> aggregator -> snapshots -> /metrics.
 
-The privacy probes are here because privacy is enforced where figures are produced:
-whatever a consumer reads (metrics, the snapshot topic), it must not find a figure from
-fewer than k respondents, nor one that moved by fewer than k.
+The privacy probes are here because privacy is enforced where figures are produced. Each
+plays an attack a caller with nothing but a feedback:write key can make (resubmitting,
+inventing survey ids, watching for the moment something moves) and checks that nothing
+anyone can read moves: not /metrics, not the snapshot topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.feedback.api import create as create_feedback
+from services.feedback.service import pseudonym
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
 from shared import topics
@@ -32,30 +35,65 @@ from tests.e2e.test_stack import parse
 from tests.kafka_helpers import produce, read_all
 
 K = 5
+PARTITIONS = 4  # RAPPORT_TOPIC_PARTITIONS in tests: a close marker on each
 MEMBERS = [f"m{i:02d}" for i in range(12)]
 PEOPLE = [{"id": "lead", "name": "Lee Lead", "email": "lee@x.io", "team_id": "alpha"}] + [
     {"id": m, "name": f"Member {m}", "email": f"{m}@x.io", "team_id": "alpha",
      "manager_id": "lead"}
     for m in MEMBERS
 ]  # fmt: skip
+INDEX = 'rapport_trust_index{team="alpha",window="28d"}'
+RESPONSES = 'rapport_trust_responses{team="alpha",window="28d"}'
 
 
 class Stack:
     """Feedback and metrics services in process, one aggregator worker as a process."""
 
-    def __init__(self, settings: Settings, feedback: TestClient, metrics: TestClient) -> None:
+    def __init__(
+        self, settings: Settings, feedback: TestClient, metrics: TestClient, worker_url: str
+    ) -> None:
         self.settings = settings
         self.feedback = feedback
         self.metrics = metrics
+        self.worker_url = worker_url
+        self.expected = 0  # records the aggregate stage must have taken in
+
+    def open(self, survey: str) -> None:
+        response = self.feedback.post("/v1/survey-rounds", json={"survey_id": survey})
+        assert response.status_code == 202, response.text
 
     def answer(self, who: str, score: int, survey: str = "s1", **extra: Any) -> None:
         body = {"survey_id": survey, "respondent_id": who,
                 "answers": dict.fromkeys(DEFAULT_DIMENSIONS, score), **extra}  # fmt: skip
-        before = self.snapshot_count()
         response = self.feedback.post("/v1/survey-responses", json=body)
         assert response.status_code == 202, response.text
-        # Processed once the aggregator has republished the team's snapshot.
-        wait_until(lambda: self.snapshot_count() > before, timeout=60)
+        self.expected += 1
+
+    def close(self, survey: str = "s1") -> None:
+        response = self.feedback.post(f"/v1/survey-rounds/{survey}/close")
+        assert response.status_code == 202, response.text
+        self.expected += PARTITIONS
+
+    def settle(self) -> None:
+        """Wait until the worker has taken in everything sent, and its snapshots are out."""
+
+        def aggregated() -> float:
+            try:
+                text = httpx.get(f"{self.worker_url}/metrics", timeout=5).text
+            except httpx.HTTPError:  # the worker is still starting
+                return 0
+            return parse(text).get('rapport_aggregator_events_total{stage="aggregate"}', 0)
+
+        wait_until(lambda: aggregated() >= self.expected, timeout=60)
+        # Snapshots go out on a 0.2 s timer: settled once none came for three ticks.
+        counts = [self.snapshot_count()]
+
+        def quiet() -> bool:
+            time.sleep(0.6)
+            counts.append(self.snapshot_count())
+            return counts[-1] == counts[-2]
+
+        wait_until(quiet, timeout=30, interval=0)
 
     def snapshot_count(self) -> int:
         records = asyncio.run(read_all(self.settings, topics.SNAPSHOTS))
@@ -69,15 +107,9 @@ class Stack:
 
     def trust_metrics(self) -> dict[str, float]:
         """The trust samples on /metrics, once it has caught up with the snapshot topic."""
-        count = self.snapshot_count()
         wait_until(lambda: self.metrics.get("/readyz").status_code == 200)
-        assert self.snapshot_count() == count
-        samples = {}
-        for line in self.metrics.get("/metrics").text.splitlines():
-            if line.startswith("rapport_trust"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
+        samples = parse(self.metrics.get("/metrics").text)
+        return {k: v for k, v in samples.items() if k.startswith("rapport_trust")}
 
 
 @pytest.fixture
@@ -87,61 +119,102 @@ def stack(
     headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
     with TestClient(create_recognition(settings), headers=headers) as directory:
         assert directory.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
-    spawn("aggregator", log=tmp_path / "aggregator.log")
+    port = free_port()
+    spawn("aggregator", log=tmp_path / "aggregator.log",
+          extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)})  # fmt: skip
     with (
         TestClient(create_feedback(settings), headers=headers) as feedback,
         TestClient(create_metrics(settings)) as metrics,
     ):
-        yield Stack(settings, feedback, metrics)
+        yield Stack(settings, feedback, metrics, f"http://127.0.0.1:{port}")
 
 
-def test_anonymity_and_differencing_probes(stack: Stack) -> None:
-    for i in range(K - 1):
-        stack.answer(MEMBERS[i], 2)
-    snapshot = stack.snapshot()
-    assert snapshot["trust"] == {"blocks": [], "enps": [], "comments": [], "surveys": {},
-                                 "predictions": []}  # fmt: skip
-    assert stack.trust_metrics() == {}
+def test_resubmitting_and_watching_an_open_round_shows_nothing(stack: Stack) -> None:
+    stack.open("s1")
+    for m in MEMBERS[:K]:
+        stack.answer(m, 2)
+    stack.settle()
+    assert stack.snapshot_count() == 0 and stack.trust_metrics() == {}
+    # The attack: answer as one colleague, watch, answer back; and again.
+    for score in (5, 1, 5):
+        stack.answer(MEMBERS[0], score)
+        stack.settle()
+        assert stack.snapshot_count() == 0  # not even the moment of an answer shows
+        assert stack.trust_metrics() == {}
 
-    stack.answer(MEMBERS[K - 1], 4)  # the k-th respondent: figures appear
-    first = stack.trust_metrics()
-    index = 'rapport_trust_index{team="alpha",window="28d"}'
-    assert first[index] == pytest.approx(20.0)  # one in five answered 4: favorable 20 %
-    assert first['rapport_trust_responses{team="alpha",window="28d"}'] == K
-    participation = 'rapport_trust_participation_ratio{team="alpha",window="28d"}'
-    assert first[participation] == K / 13  # twelve members and their lead
+    stack.close("s1")
+    stack.settle()
+    closed = stack.trust_metrics()
+    assert closed[INDEX] == pytest.approx(20.0)  # the answers as they stood: one 5, four 2s
+    assert closed[RESPONSES] == K
+    assert closed['rapport_trust_participation_ratio{team="alpha",window="28d"}'] == K / 13
+    published = stack.snapshot_count()
 
-    for i in range(K, 2 * K - 1):  # four more: nothing may move
-        stack.answer(MEMBERS[i], 5)
-        assert stack.trust_metrics() == first
-    assert len(stack.snapshot()["trust"]["blocks"]) == 1
+    # After the close: the API refuses, and a record produced straight to the topic
+    # goes to the DLQ. Nothing published moves.
+    late = stack.feedback.post("/v1/survey-responses", json={
+        "survey_id": "s1", "respondent_id": MEMBERS[1],
+        "answers": dict.fromkeys(DEFAULT_DIMENSIONS, 5)})  # fmt: skip
+    assert late.status_code == 422 and "is closed" in late.json()["message"]
+    data = {"survey_id": "s1", "respondent": pseudonym(stack.settings, MEMBERS[1]),
+            "team_id": "alpha", "answers": dict.fromkeys(DEFAULT_DIMENSIONS, 5)}  # fmt: skip
+    direct = CloudEvent("direct-1", "/survey-tool", SURVEY_RESPONSE, datetime.now(UTC), data)
+    asyncio.run(produce(stack.settings, topics.SURVEY, [(b"alpha", direct)]))
+    stack.expected += 1
+    stack.settle()
+    dead = asyncio.run(read_all(stack.settings, topics.dlq(topics.SURVEY)))
+    assert [dict(r.headers)[DLQ_REASON] for r in dead] == [
+        b"RoundIsClosed: round 's1' closed before this reached the log"
+    ]
+    assert stack.trust_metrics() == closed and stack.snapshot_count() == published
 
-    stack.answer(MEMBERS[2 * K - 1], 5)  # the next k: all move together
-    second = stack.trust_metrics()
-    assert second[index] == pytest.approx(60.0)  # 1 + 5 favorable answers of 10
-    assert second['rapport_trust_responses{team="alpha",window="28d"}'] == 2 * K
+
+def test_fresh_survey_ids_and_small_rounds_publish_nothing(stack: Stack) -> None:
+    for m in MEMBERS[:K]:
+        fresh = stack.feedback.post("/v1/survey-responses", json={
+            "survey_id": f"fresh-{m}", "respondent_id": m,
+            "answers": dict.fromkeys(DEFAULT_DIMENSIONS, 3)})  # fmt: skip
+        assert fresh.status_code == 422 and "an admin opens rounds" in fresh.json()["message"]
+    stack.open("s1")
+    for m in MEMBERS[: K - 1]:  # k - 1 real answers, then the round closes
+        stack.answer(m, 4, enps=9, comment=f"note {m}")
+    stack.close("s1")
+    stack.settle()
+    assert stack.trust_metrics() == {} and stack.snapshot_count() == 0
+
+    stack.open("s2")
+    for m in MEMBERS[:K]:
+        stack.answer(m, 4, survey="s2")
+    stack.close("s2")
+    stack.settle()
+    assert stack.trust_metrics()[RESPONSES] == K  # only the round of k
 
 
-def test_resubmission_counts_once_and_no_raw_id_reaches_kafka(
+def test_figures_move_by_whole_rounds_and_no_raw_id_reaches_kafka(
     stack: Stack, settings: Settings
 ) -> None:
+    stack.open("s1")
     for i, m in enumerate(MEMBERS[:K]):
         stack.answer(m, 3, enps=9, comment=f"note {i}")
-    stack.answer(MEMBERS[0], 5, enps=9, comment="changed my mind")  # replaces, not adds
-    figures = stack.trust_metrics()
-    assert figures['rapport_trust_responses{team="alpha",window="28d"}'] == K
-    favorable = 'rapport_trust_favorable_ratio{dimension="growth",team="alpha",window="28d"}'
-    assert figures[favorable] == pytest.approx(1 / K)
-    assert figures['rapport_trust_enps{team="alpha",window="28d"}'] == 100.0
-    [comments] = stack.snapshot()["trust"]["comments"]
-    assert "changed my mind" in comments["comments"] and "note 0" not in comments["comments"]
-
     assessment = {"survey_id": "s1", "leader_id": "lead", "predicted": {"growth": 5}}
-    before = stack.snapshot_count()
     assert stack.feedback.post("/v1/self-assessments", json=assessment).status_code == 202
-    wait_until(lambda: stack.snapshot_count() > before, timeout=60)
+    stack.expected += 1
+    stack.close("s1")
+    stack.settle()
+    first = stack.trust_metrics()
+    assert first[RESPONSES] == K
+    assert first['rapport_trust_enps{team="alpha",window="28d"}'] == 100.0
     gap = 'rapport_trust_perception_gap{dimension="growth",team="alpha",window="28d"}'
-    assert stack.trust_metrics()[gap] == pytest.approx(5 - (3 * 4 + 5) / K)
+    assert first[gap] == pytest.approx(5 - 3)
+    [comments] = stack.snapshot()["trust"]["comments"]
+    assert sorted(comments["comments"]) == [f"note {i}" for i in range(K)]
+
+    stack.open("s2")
+    for m in MEMBERS[K : 2 * K + 1]:
+        stack.answer(m, 5, survey="s2")
+    stack.close("s2")
+    stack.settle()
+    assert stack.trust_metrics()[RESPONSES] == 2 * K + 1  # a whole round more
 
     # A record that is not a valid survey response goes to the DLQ, counted nowhere.
     bad = CloudEvent("bad-1", "/survey-tool", SURVEY_RESPONSE, datetime.now(UTC), {"x": 1})
@@ -158,7 +231,7 @@ def test_resubmission_counts_once_and_no_raw_id_reaches_kafka(
             assert not [f for f in forbidden if f in raw], (spec.name, raw[:300])
 
 
-FLOOD = [f"f{i:02d}" for i in range(12)]
+FLOOD = [f"f{i:02d}" for i in range(60)]
 
 
 def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
@@ -167,9 +240,9 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One writer key, 540 answers with 2,000-character comments under 45 survey ids:
-    the team's state would pass the broker's record limit (the worker that wrote it
-    exited, and every worker after it)."""
+    """Every round a key may open, 60 people answering each with the longest comment
+    (four bytes a character): before, one team's state passed the broker's record limit
+    and the worker that wrote it exited, and every worker after it."""
     monkeypatch.setenv("RAPPORT_RATE_LIMIT_PER_S", "0")
     settings = Settings()
     flood = [{"id": f, "name": f, "email": f"{f}@x.io", "team_id": "flood"} for f in FLOOD]
@@ -181,31 +254,46 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     worker = spawn("aggregator", log=tmp_path / "aggregator.log",
                    extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)})  # fmt: skip
     answers = dict.fromkeys(DEFAULT_DIMENSIONS, 4)
+    rounds = [f"s{n}" for n in range(10)]
     with TestClient(create_feedback(settings), headers=headers) as feedback:
-        for survey in range(45):
+        for survey in rounds:
+            assert feedback.post("/v1/survey-rounds", json={"survey_id": survey}).is_success
+        one_more = feedback.post("/v1/survey-rounds", json={"survey_id": "s10"})
+        assert one_more.status_code == 422
+        too_long = {"survey_id": "s0", "respondent_id": FLOOD[0], "answers": answers,
+                    "comment": "x" * 1001}  # fmt: skip
+        assert feedback.post("/v1/survey-responses", json=too_long).status_code == 422
+        for survey in rounds:
             for who in FLOOD:
-                body = {"survey_id": f"s{survey}", "respondent_id": who, "answers": answers,
-                        "comment": f"{who} {survey} " + "x" * 1990}  # fmt: skip
+                body = {"survey_id": survey, "respondent_id": who, "answers": answers,
+                        "comment": f"{who} {survey} " + "\U0001f600" * 990}  # fmt: skip
                 assert feedback.post("/v1/survey-responses", json=body).status_code == 202
+            assert feedback.post(f"/v1/survey-rounds/{survey}/close").is_success
+        feedback.post("/v1/survey-rounds", json={"survey_id": "calm"}).raise_for_status()
         for who in MEMBERS[:K]:  # then another team answers
-            body = {"survey_id": "s1", "respondent_id": who, "answers": answers}
+            body = {"survey_id": "calm", "respondent_id": who, "answers": answers}
             assert feedback.post("/v1/survey-responses", json=body).status_code == 202
+        feedback.post("/v1/survey-rounds/calm/close").raise_for_status()
 
-    def aggregated() -> float:
+    def worker_metrics() -> dict[str, float]:
         try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            return parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
         except httpx.HTTPError:
-            return 0
-        return parse(text).get('rapport_aggregator_events_total{stage="aggregate"}', 0)
+            return {}
 
-    wait_until(lambda: aggregated() >= 45 * 12 + K, timeout=120)
+    expected = len(rounds) * (len(FLOOD) + PARTITIONS) + K + PARTITIONS
+    aggregate = 'rapport_aggregator_events_total{stage="aggregate"}'
+    wait_until(lambda: worker_metrics().get(aggregate, 0) >= expected, timeout=120)
     with TestClient(create_metrics(settings)) as metrics:
-        index = 'rapport_trust_index{team="alpha",window="28d"}'
-        wait_until(lambda: index in parse(metrics.get("/metrics").text), timeout=60)
+        wait_until(lambda: INDEX in parse(metrics.get("/metrics").text), timeout=60)
+        flood_responses = parse(metrics.get("/metrics").text).get(
+            'rapport_trust_responses{team="flood",window="28d"}'
+        )
     assert worker.poll() is None  # still running
-    dead = asyncio.run(read_all(settings, topics.dlq(topics.SURVEY)))
-    assert dead and all(b"is not counted" in dict(r.headers)[DLQ_REASON] for r in dead)
-    counted = 45 * 12 - len(dead)
-    assert 200 < counted < 45 * 12  # the state stopped growing at its bound, not before
-    for record in asyncio.run(read_all(settings, topics.SNAPSHOTS)):
-        assert len(record.value) < 1_000_000  # every snapshot is a record the broker takes
+    assert flood_responses == len(rounds) * len(FLOOD)  # every answer counted, none lost
+    assert asyncio.run(read_all(settings, topics.dlq(topics.SURVEY))) == []
+    assert worker_metrics()["rapport_aggregator_trimmed_snapshots_total"] >= 1
+    changelog = f"{topics.AGGREGATOR_APP_ID}-{topics.TEAM_TRUST_TABLE}-changelog"
+    for topic in (topics.SNAPSHOTS, changelog):
+        for record in asyncio.run(read_all(settings, topic)):
+            assert len(record.value or b"") < 1_000_000  # each a record the broker takes

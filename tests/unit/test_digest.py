@@ -39,16 +39,19 @@ def directory() -> DirectoryView:
 
 
 def answers(respondents: int, team: str, score: int) -> TeamSnapshot:
-    state = None
+    """A closed round of ``respondents`` answers, as the aggregator publishes it."""
     scores = dict.fromkeys(DEFAULT_DIMENSIONS, score) | {"growth": 2}
+    units = []
     for n in range(respondents):
         r = SurveyResponded(survey_id="s1", respondent=f"{n:032x}", team_id=team,
                             answers=scores)  # fmt: skip
-        state = agg.respond(state, r, f"e{n}", TUESDAY + timedelta(minutes=n), K) or state
+        units.append(agg.respond(None, r, f"e{n}", TUESDAY + timedelta(minutes=n)))
+    closed = agg.close([u for u in units if u], "s1", DEFAULT.dimension_of, K, K)
+    state = agg.add_result(None, closed[0]) if closed else None
     prediction = SelfAssessed(survey_id="s1", leader_id="lee", team_id=team,
                               predicted={"growth": 5, "direction": 4})  # fmt: skip
     state = agg.assess(state, prediction, "p1", TUESDAY)
-    trust = agg.team_trust(state, DEFAULT.dimension_of, K, K)
+    trust = agg.team_trust(state, {})
     return TeamSnapshot(team_id=team, generated_at=TUESDAY, trust=trust)
 
 

@@ -1,4 +1,4 @@
-"""Trust aggregation and figures against hand-computed values, and the privacy rules."""
+"""Survey rounds: nothing published while open, whole rounds of k or more once closed."""
 
 from __future__ import annotations
 
@@ -7,16 +7,28 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from services.aggregator import trust
+from services.aggregator.surveys import RoundIsClosed, Surveys, closed_key
 from shared import trust as tr
-from shared.events import SelfAssessed, SurveyResponded, TeamTrust
+from shared.codec import CloudEvent
+from shared.events import (
+    ROUND_CLOSED,
+    SURVEY_RESPONSE,
+    RoundClosed,
+    SelfAssessed,
+    SurveyResponded,
+    TeamTrust,
+)
+from shared.questions import Catalogue, Item
 from shared.settings import Settings
 
 K = 5
-DIMS = {"direction": "direction", "growth": "growth"}
+QUESTIONS = Catalogue(items=(Item(id="direction", dimension="direction", text="d"),
+                             Item(id="growth", dimension="growth", text="g")))  # fmt: skip
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday: ISO week 2026-W47
 WEEK = tr.iso_week("2026-W47")
 
@@ -27,32 +39,51 @@ def who(i: int) -> str:
 
 def response(
     i: int, direction: int, growth: int, enps: int | None = None, *, survey: str = "s1",
-    comment: str | None = None,
+    comment: str | None = None, team: str = "t",
 ) -> SurveyResponded:  # fmt: skip
-    return SurveyResponded(survey_id=survey, respondent=who(i), team_id="t",
+    return SurveyResponded(survey_id=survey, respondent=who(i), team_id=team,
                            answers={"direction": direction, "growth": growth},
                            enps=enps, comment=comment)  # fmt: skip
 
 
-def feed(state: Any, responses: list[SurveyResponded], start: int = 0) -> Any:
-    for n, r in enumerate(responses, start):
-        state = trust.respond(state, r, f"e{n}", T0 + timedelta(minutes=n), K) or state
-    return state
+class Table:
+    """The survey stage on a plain dict, as the aggregator runs it on its table."""
 
+    def __init__(self, ck: int = K) -> None:
+        self.data: dict[str, Any] = {}
+        self.surveys = Surveys(self.data, QUESTIONS, K, ck)
+        self.n = 0
 
-def published(state: Any, ck: int = K) -> TeamTrust:
-    return trust.team_trust(state, DIMS, K, ck)
+    def apply(self, item: Any, partition: int = 0, at: datetime | None = None) -> set[str]:
+        self.n += 1
+        kind = ROUND_CLOSED if isinstance(item, RoundClosed) else SURVEY_RESPONSE
+        ce = CloudEvent(f"e{self.n}", "/test", kind, at or T0 + timedelta(minutes=self.n), {})
+        updates, moved = self.surveys.changes(ce, item, partition, lambda team: 0)
+        self.surveys.commit(updates)
+        return moved
+
+    def feed(self, responses: list[SurveyResponded]) -> None:
+        for r in responses:
+            self.apply(r)
+
+    def close(self, survey: str = "s1", partition: int = 0) -> set[str]:
+        return self.apply(RoundClosed(survey_id=survey), partition)
+
+    def published(self, team: str = "t") -> TeamTrust:
+        return self.surveys.team_trust(team)
 
 
 HAND = [(5, 2, 10), (4, 3, 9), (3, 4, 7), (2, 5, 6), (4, 1, 9)]
 
 
 def test_figures_match_hand_computed_values() -> None:
-    state = feed(None, [response(i, d, g, e) for i, (d, g, e) in enumerate(HAND)])
+    table = Table()
+    table.feed([response(i, d, g, e) for i, (d, g, e) in enumerate(HAND)])
     predicted = SelfAssessed(survey_id="s1", leader_id="lee", team_id="t",
                              predicted={"direction": 5, "growth": 4})  # fmt: skip
-    state = trust.assess(state, predicted, "a1", T0)
-    f = tr.figures(published(state), WEEK, members=8)
+    assert table.apply(predicted) == {"t"}
+    assert table.close() == {"t"}
+    f = tr.figures(table.published(), WEEK, members=8)
     assert f is not None
     assert f.responses == 5
     # direction 5,4,3,2,4: mean 18/5, favorable 3 of 5; growth 2,3,4,5,1: mean 3, 2 of 5.
@@ -64,109 +95,127 @@ def test_figures_match_hand_computed_values() -> None:
     assert f.gap == pytest.approx({"direction": 1.4, "growth": 1.0})  # 5 - 3.6, 4 - 3
 
 
-def test_below_k_respondents_nothing_is_published_and_the_kth_publishes() -> None:
-    state = feed(None, [response(i, d, g, e) for i, (d, g, e) in enumerate(HAND[:4])])
-    assert published(state) == TeamTrust()  # not even the survey's turnout
-    assert tr.figures(published(state), WEEK, members=8) is None
-    state = feed(state, [response(4, *HAND[4])], start=4)
-    assert len(published(state).blocks) == 1
-    assert published(state).surveys["s1"].respondents == 5
+def test_nothing_is_published_while_a_round_is_open() -> None:
+    table = Table()
+    for i in range(3 * K):  # however many answer, and however often
+        assert table.apply(response(i % (K + 2), 1 + i % 5, 5 - i % 5)) == set()
+        assert table.published() == TeamTrust()
+    assert table.close() == {"t"}
+    [block] = table.published().blocks
+    assert block.respondents == K + 2  # each respondent once: their latest answer
 
 
-def test_figures_change_only_in_steps_of_k_respondents() -> None:
-    """The differencing guard: a 6th to 9th answer cannot be read off a changed figure."""
-    rng = random.Random(3)
-    state, seen = None, []
-    for i in range(23):
-        r = response(i, rng.randint(1, 5), rng.randint(1, 5), rng.randint(0, 10))
-        state = feed(state, [r], start=i)
-        f = tr.figures(published(state), WEEK, members=30)
-        seen.append(f)
-        if i + 1 < K:
-            assert f is None
-        else:
-            assert f is not None and f.responses == (i + 1) // K * K
-    versions = [f for f, _ in itertools.groupby(seen)]
-    assert [v.responses for v in versions if v] == [5, 10, 15, 20]
+def test_below_k_respondents_a_closed_round_publishes_nothing_and_keeps_no_answer() -> None:
+    table = Table()
+    table.feed([response(i, 4, 4, 9, comment=f"c{i}") for i in range(K - 1)])
+    assert table.close() == set()
+    assert table.published() == TeamTrust()
+    assert set(table.data) == {closed_key(0)}  # the raw answers are gone with the round
+
+
+def test_a_closed_round_never_changes() -> None:
+    table = Table()
+    table.feed([response(i, 2, 2) for i in range(K)])
+    table.close()
+    before = table.published()
+    for attack in ([response(0, 5, 5)], [response(K + i, 5, 5) for i in range(K)]):
+        for r in attack:  # resubmitting, or new respondents, after the close
+            with pytest.raises(RoundIsClosed):
+                table.apply(r)
+    assert table.close() == set()  # a redelivered marker changes nothing either
+    assert table.published() == before
+
+
+def test_resubmission_replaces_and_redelivery_changes_nothing() -> None:
+    table = Table()
+    table.feed([response(i, 2, 2) for i in range(K)])
+    ce = CloudEvent("again", "/test", SURVEY_RESPONSE, T0 + timedelta(hours=1), {})
+    changed, _ = table.surveys.changes(ce, response(0, 5, 5), 0, lambda t: 0)
+    table.surveys.commit(changed)
+    redelivered, _ = table.surveys.changes(ce, response(0, 1, 1), 0, lambda t: 0)
+    assert redelivered == []  # the same event id: nothing
+    older = CloudEvent("old", "/test", SURVEY_RESPONSE, T0 - timedelta(hours=1), {})
+    assert table.surveys.changes(older, response(0, 1, 1), 0, lambda t: 0)[0] == []
+    table.close()
+    [block] = table.published().blocks
+    assert block.dimensions["growth"].total == 5 + 2 * (K - 1)
+
+
+def test_a_round_closes_only_the_teams_of_its_partition() -> None:
+    table = Table()
+    table.feed([response(i, 4, 4, team=team) for team in ("t", "u") for i in range(K)])
+    partitions = {"t": 0, "u": 1}
+    ce = CloudEvent("c", "/test", ROUND_CLOSED, T0 + timedelta(days=1), {})
+    updates, moved = table.surveys.changes(ce, RoundClosed(survey_id="s1"), 0, partitions.get)
+    table.surveys.commit(updates)
+    assert moved == {"t"} and table.published("u") == TeamTrust()
+    with pytest.raises(RoundIsClosed):  # on partition 0 the round is over...
+        table.apply(response(9, 4, 4))
+    table.apply(response(9, 4, 4, team="u"), partition=1)  # ...on partition 1 not yet
+
+
+def test_enps_and_comments_need_their_own_k_and_comments_are_a_shuffled_sample() -> None:
+    table = Table(ck=3)
+    table.feed([response(i, 4, 4, 9 if i < K - 1 else None,
+                         comment=f"note {i}" if i < 2 else None) for i in range(K)])  # fmt: skip
+    table.close()
+    published = table.published()
+    assert published.enps == () and published.comments == ()  # 4 scores, 2 comments
+    table.feed([response(i, 4, 4, comment=f"note {i}", survey="s2") for i in range(80)])
+    table.close("s2")
+    [comments] = table.published().comments
+    assert len(comments.comments) == trust.MAX_COMMENTS
+    assert list(comments.comments) != sorted(comments.comments, key=lambda c: int(c[5:]))
 
 
 def test_any_two_windows_differ_by_zero_or_at_least_k_respondents() -> None:
     rng = random.Random(11)
-    state = None
-    for i in range(60):  # answers spread over three weeks, some people answer twice
-        r = response(rng.randrange(25), rng.randint(1, 5), rng.randint(1, 5),
-                     survey=f"s{i // 20}")  # fmt: skip
-        state = trust.respond(state, r, f"e{i}", T0 + timedelta(hours=8 * i), K) or state
-    assert state is not None
-    units = state["units"]
-    complete = [b for b in state["blocks"]["trust"] if len(b) == K]
-    assert len(complete) >= 8
-    assert all(len({units[u]["r"] for u in b}) == K for b in complete)  # K distinct people
-    assert len({u for b in complete for u in b}) == K * len(complete)  # no unit twice
-    assert [b.at for b in published(state).blocks] == sorted(
-        datetime.fromisoformat(max(units[u]["t"] for u in b)) for b in complete
-    )
+    table = Table()
+    rounds = {}
+    for r in range(6):  # rounds over three weeks, each closed by its marker
+        at = T0 + timedelta(days=4 * r)
+        for i in range(rng.randrange(K - 1, 12)):
+            table.apply(response(i, rng.randint(1, 5), rng.randint(1, 5), survey=f"s{r}"),
+                        at=at + timedelta(minutes=i))  # fmt: skip
+        table.apply(RoundClosed(survey_id=f"s{r}"), at=at + timedelta(days=1))
+        rounds[f"s{r}"] = at
+    blocks = table.published().blocks
+    assert len(blocks) >= 4 and all(b.respondents >= K for b in blocks)
     windows = [tr.trailing(date(2026, 11, d), n) for d in range(16, 31) for n in (7, 28)]
     windows += [tr.iso_week(f"2026-W{w}") for w in (47, 48, 49)]
 
-    def members(w: tr.Window) -> set[str]:
-        at = {u: datetime.fromisoformat(max(units[x]["t"] for x in b)) for b in complete for u in b}
-        return {u for u, t in at.items() if w.start <= t < w.end}
+    def inside(w: tr.Window) -> set[int]:
+        return {n for n, b in enumerate(blocks) if w.start <= b.at < w.end}
 
-    differences = {len(members(a) ^ members(b)) for a, b in itertools.combinations(windows, 2)}
+    differences = {
+        sum(blocks[n].respondents for n in inside(a) ^ inside(b))  # answers in one, not both
+        for a, b in itertools.combinations(windows, 2)
+    }
     assert differences - {0}, "the windows should not all be alike"
     assert min(differences - {0}) >= K
 
 
-def test_a_block_never_holds_one_respondent_twice() -> None:
-    # Person 0 answers two surveys before anyone else answers: two blocks, not one.
-    rs = [response(0, 5, 5, survey="s1"), response(0, 1, 1, survey="s2")]
-    rs += [response(i, 3, 3, survey="s1") for i in range(1, 5)]
-    state = feed(None, rs)
-    [block] = published(state).blocks
-    assert block.dimensions["direction"].total == 5 + 3 * 4  # person 0's first answer only
-    assert len(state["blocks"]["trust"]) == 2
+def test_old_rounds_go_whole_with_their_comments() -> None:
+    table = Table(ck=3)
+    for r in range(trust.MAX_RESULTS + 2):
+        table.feed([response(i, 4, 4, comment=f"{r}/{i}", survey=f"s{r}") for i in range(K)])
+        table.close(f"s{r}")
+    published = table.published()
+    assert len(published.blocks) == len(published.comments) == trust.MAX_RESULTS
+    assert "t#comments|s0" not in table.data and "t#comments|s2" in table.data
 
 
-def test_resubmission_replaces_and_redelivery_changes_nothing() -> None:
-    state = feed(None, [response(i, 3, 3) for i in range(5)])
-    later = T0 + timedelta(hours=1)
-    changed = trust.respond(state, response(0, 5, 5), "again", later, K)
-    assert changed is not None
-    [block] = published(changed).blocks
-    assert block.respondents == 5  # still five people, not six
-    assert block.dimensions["direction"].total == 3 * 4 + 5
-    assert trust.respond(changed, response(0, 5, 5), "again", later, K) is None  # redelivery
-    assert trust.respond(changed, response(0, 1, 1), "old", T0, K) is None  # older answer
-
-
-def test_enps_and_comments_need_their_own_k() -> None:
-    rs = [response(i, 4, 4, enps=9 if i < 4 else None, comment=f"note {i}" if i < 3 else None)
-          for i in range(5)]  # fmt: skip
-    state = feed(None, rs)
-    f = tr.figures(published(state), WEEK, members=7)
-    assert f is not None and f.enps is None  # four scores: not enough
-    assert published(state).comments == ()  # three comments: not enough
-    state = feed(state, [response(i, 4, 4, enps=0, comment=f"note {i}") for i in (5, 6)], 5)
-    f = tr.figures(published(state), WEEK, members=7)
-    assert f is not None and f.enps == pytest.approx(60.0)  # 9,9,9,9,0: (4 - 1) / 5
-    [block] = published(state).comments
-    assert sorted(block.comments) == ["note 0", "note 1", "note 2", "note 5", "note 6"]
-
-
-def test_comments_are_ordered_independently_of_submission() -> None:
-    texts = [f"comment number {i}" for i in range(5)]
-    forward = published(feed(None, [response(i, 3, 3, comment=t) for i, t in enumerate(texts)]))
-    backward = published(
-        feed(None, [response(i, 3, 3, comment=t) for i, t in reversed(list(enumerate(texts)))])
-    )
-    assert forward.comments[0].comments == backward.comments[0].comments
-
-
-def test_prune_forgets_old_blocks_whole() -> None:
-    state = feed(None, [response(i, 3, 3) for i in range(7)])  # one block and two open
-    trust.prune(state, T0 + trust.RETENTION + timedelta(days=1))
-    assert state["units"] == {} and state["blocks"] == {k: [] for k in trust.KINDS}
+def test_no_record_grows_with_the_team_or_its_rounds() -> None:
+    table = Table()
+    long = "\U0001f600" * 995  # four bytes a character in UTF-8
+    for r in range(trust.MAX_RESULTS + 3):
+        table.feed([response(i, 4, 4, 9, comment=f"{i}{long}", survey=f"s{r}")
+                    for i in range(300)])  # fmt: skip
+        answers = [len(orjson.dumps(v)) for k, v in table.data.items() if k.count("|") == 2]
+        assert len(answers) == 300 and max(answers) < 8_000  # one small record an answer
+        table.close(f"s{r}")
+    sizes = {k: len(orjson.dumps(v)) for k, v in table.data.items()}
+    assert max(sizes.values()) < 250_000  # 50 comments of 4 kB at most, far under 1 MB
 
 
 def test_iso_week_and_trailing_windows() -> None:

@@ -1,0 +1,153 @@
+"""The survey stage's table (team-trust): what each survey-topic event changes in it.
+
+Keys, each record small whatever one team sends (ARCHITECTURE §7, issue: bounded state):
+- ``{team}``: the team's closed-round results and leader predictions (``trust.State``)
+- ``{team}|{survey}|{respondent}``: one answer to a round still open (``trust.Unit``)
+- ``{team}#comments|{survey}``: the comments published with a closed round
+- ``#closed|{partition}``: the rounds closed on that partition, and when
+
+Every key is written to the partition of the event that changed it, so table, changelog
+and the team's events stay co-partitioned; ``#closed|p`` lives on partition p.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from shared.codec import CloudEvent
+from shared.events import RoundClosed, SelfAssessed, SurveyResponded
+from shared.questions import Catalogue
+
+from . import trust
+
+Update = tuple[str, Any]  # a key and its new value; None deletes it
+MAX_CLOSED = 200  # rounds remembered as closed per partition (answers to them refused)
+
+
+class RoundIsClosed(ValueError):
+    """An answer reached the log after its round closed: it is not counted."""
+
+
+def unit_key(team_id: str, survey_id: str, respondent: str) -> str:
+    return f"{team_id}|{survey_id}|{respondent}"
+
+
+def comments_key(team_id: str, survey_id: str) -> str:
+    return f"{team_id}#comments|{survey_id}"
+
+
+def closed_key(partition: int) -> str:
+    return f"#closed|{partition}"
+
+
+def is_team_key(key: str) -> bool:
+    return "|" not in key and "#" not in key
+
+
+class Surveys:
+    """Applies survey events to the team-trust table's data, keeping an index of the
+    open rounds' answers by round and team (rebuilt from the table after recovery)."""
+
+    def __init__(self, data: MutableMapping[str, Any], questions: Catalogue, k: int, ck: int):
+        self.data = data
+        self._dimension_of = questions.dimension_of
+        self._k, self._ck = k, ck
+        self._open: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(
+            lambda: defaultdict(set)
+        )  # survey -> team -> unit keys
+
+    def rebuild(self) -> None:
+        """Index the open rounds' answers again: the table was re-read from its changelog."""
+        self._open.clear()
+        for key in list(self.data.keys()):
+            if "#" not in key and key.count("|") == 2:
+                team_id, survey_id, _ = key.split("|")
+                self._open[survey_id][team_id].add(key)
+
+    def teams(self) -> list[str]:
+        return [key for key in list(self.data) if is_team_key(key)]
+
+    def team_trust(self, team_id: str) -> Any:
+        state = self.data.get(team_id)
+        surveys = [r["s"] for r in state["results"]] if state else []
+        comments = {s: self.data.get(comments_key(team_id, s)) or [] for s in surveys}
+        return trust.team_trust(state, comments)
+
+    def changes(
+        self,
+        ce: CloudEvent,
+        item: SurveyResponded | SelfAssessed | RoundClosed,
+        partition: int,
+        partition_of: Callable[[str], int],
+    ) -> tuple[list[Update], set[str]]:
+        """The table updates one event makes, and the teams whose published figures move.
+
+        Raise ``RoundIsClosed`` for an answer behind its round's close on this partition.
+        """
+        event_id = f"{ce.source} {ce.id}"
+        if isinstance(item, RoundClosed):
+            return self._close(item.survey_id, ce.time, partition, partition_of)
+        closed = self.data.get(closed_key(partition)) or {}
+        if item.survey_id in closed:
+            raise RoundIsClosed(f"round {item.survey_id!r} closed before this reached the log")
+        if isinstance(item, SelfAssessed):
+            state = copy.deepcopy(self.data.get(item.team_id))
+            assessed = trust.assess(state, item, event_id, ce.time)
+            if assessed is None:
+                return [], set()
+            return self._team(item.team_id, assessed, ce.time), {item.team_id}
+        key = unit_key(item.team_id, item.survey_id, item.respondent)
+        unit = trust.respond(self.data.get(key), item, event_id, ce.time)
+        # Nothing published moves while the round is open: no team to republish.
+        return ([(key, unit)], set()) if unit is not None else ([], set())
+
+    def _close(
+        self, survey_id: str, when: datetime, partition: int, partition_of: Callable[[str], int]
+    ) -> tuple[list[Update], set[str]]:
+        closed = dict(self.data.get(closed_key(partition)) or {})
+        if survey_id in closed:
+            return [], set()  # a redelivered marker
+        closed[survey_id] = when.isoformat()
+        kept = dict(sorted(closed.items(), key=lambda c: (c[1], c[0]))[-MAX_CLOSED:])
+        updates: list[Update] = [(closed_key(partition), kept)]
+        moved = set()
+        for team_id, keys in sorted(self._open.get(survey_id, {}).items()):
+            if partition_of(team_id) != partition:
+                continue
+            units = [self.data[k] for k in sorted(keys)]
+            updates += [(k, None) for k in sorted(keys)]  # raw answers go at closing
+            closing = trust.close(units, survey_id, self._dimension_of, self._k, self._ck)
+            if closing is None:
+                continue  # fewer than k respondents: nothing is ever published
+            result, comments = closing
+            if comments:
+                updates.append((comments_key(team_id, survey_id), comments))
+            state = trust.add_result(copy.deepcopy(self.data.get(team_id)), result)
+            updates += self._team(team_id, state, when)
+            moved.add(team_id)
+        return updates, moved
+
+    def _team(self, team_id: str, state: trust.State, when: datetime) -> list[Update]:
+        """A team's new state, pruned as of ``when`` (event time: a replay prunes alike)."""
+        gone = trust.prune(state, when)
+        return [(team_id, state)] + [(comments_key(team_id, s), None) for s in gone]
+
+    def commit(self, updates: list[Update]) -> None:
+        """Apply updates to the table's data and the index of open answers."""
+        for key, value in updates:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+            if "#" not in key and key.count("|") == 2:
+                team_id, survey_id, _ = key.split("|")
+                keys = self._open[survey_id][team_id]
+                (keys.discard if value is None else keys.add)(key)
+                if not keys:
+                    del self._open[survey_id][team_id]
+                    if not self._open[survey_id]:
+                        del self._open[survey_id]
