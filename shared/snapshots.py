@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from shared import topics
-from shared.codec import CodecError, decode
 from shared.events import TeamSnapshot
 from shared.settings import Settings
-from shared.views import TopicView
-
-log = logging.getLogger(__name__)
+from shared.views import TopicView, read_event
 
 
 class SnapshotView(TopicView):
@@ -32,11 +26,5 @@ class SnapshotView(TopicView):
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
     ) -> None:
-        if key is None or value is None:
-            return
-        try:
-            snapshot = TeamSnapshot.model_validate(decode(headers, value).data)
-        except (CodecError, ValidationError) as exc:
-            log.warning("invalid snapshot %r ignored: %s", key, exc)
-            return
-        self._latest[snapshot.team_id] = snapshot
+        if (snapshot := read_event(TeamSnapshot, key, headers, value)) is not None:
+            self._latest[snapshot.team_id] = snapshot

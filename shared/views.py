@@ -11,14 +11,32 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ValidationError
 
+from shared.codec import CodecError, decode
 from shared.gaps import GapGuard
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_event(
+    model: type[M], key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+) -> M | None:
+    """A keyed record's CloudEvent data as ``model``; ``None`` for a tombstone, or (with a
+    warning) for a record that cannot be read: one bad record never stops a view."""
+    if key is None or value is None:
+        return None
+    try:
+        return model.model_validate(decode(headers, value).data)
+    except (CodecError, ValidationError) as exc:
+        log.warning("invalid %s record %r ignored: %s", model.__name__, key, exc)
+        return None
 
 
 class TopicView(ABC):

@@ -21,14 +21,13 @@ from enum import StrEnum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import ValidationError
 
 from shared import topics
-from shared.codec import CloudEvent, CodecError, decode
+from shared.codec import CloudEvent
 from shared.events import DIGEST_DELIVERY, DigestDelivery
 from shared.kafka import Publisher, Record
 from shared.settings import Settings
-from shared.views import TopicView
+from shared.views import TopicView, read_event
 
 from .mail import PermanentFailure
 
@@ -53,12 +52,7 @@ class DeliveryLog(TopicView):
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
     ) -> None:
-        if key is None or value is None:
-            return
-        try:
-            entry = DigestDelivery.model_validate(decode(headers, value).data)
-        except (CodecError, ValidationError) as exc:
-            log.warning("invalid delivery record %r ignored: %s", key, exc)
+        if key is None or (entry := read_event(DigestDelivery, key, headers, value)) is None:
             return
         entries = self._entries.setdefault(key.decode(), [])
         if entry.state != "claimed":

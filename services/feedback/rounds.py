@@ -8,22 +8,18 @@ key = survey id) tells every feedback replica which rounds take answers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from shared import topics
 from shared.auth import Client
-from shared.codec import CloudEvent, CodecError, decode
+from shared.codec import CloudEvent
 from shared.errors import InvalidInput, NotFound
 from shared.events import ROUND_CLOSED, SURVEY_ROUND, RoundClosed, SurveyRound
 from shared.kafka import Publisher, Record
 from shared.settings import Settings
-from shared.views import TopicView
+from shared.views import TopicView, read_event
 
-log = logging.getLogger(__name__)
 MAX_OPEN_ROUNDS = 10  # at once: each holds its answers until it closes
 
 
@@ -37,14 +33,8 @@ class RoundsView(TopicView):
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
     ) -> None:
-        if key is None or value is None:
-            return
-        try:
-            survey_round = SurveyRound.model_validate(decode(headers, value).data)
-        except (CodecError, ValidationError) as exc:
-            log.warning("invalid round record %r ignored: %s", key, exc)
-            return
-        self._rounds[survey_round.survey_id] = survey_round
+        if (survey_round := read_event(SurveyRound, key, headers, value)) is not None:
+            self._rounds[survey_round.survey_id] = survey_round
 
     def get(self, survey_id: str) -> SurveyRound | None:
         return self._rounds.get(survey_id)
