@@ -222,7 +222,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     known_values = frozenset(settings.values)
     surveys = Surveys(trust_table.data, questions, settings.anonymity_k, settings.comment_k)
     metrics = AggregatorMetrics(registry or CollectorRegistry())
-    for source in (topics.RECOGNITION, topics.SURVEY):
+    for source in (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS):
         metrics.dlq.labels(source)  # a series at 0 from the start, not only after a first
     directory = Roster(settings)
     days_by_team: dict[str, set[str]] = defaultdict(set)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.codec import CloudEvent
-from shared.events import RoundClosed, SelfAssessed, SurveyResponded
+from shared.events import RoundClosed, SelfAssessed, SurveyResponded, TeamTrust
 from shared.questions import Catalogue
 
 from . import trust
@@ -71,7 +71,7 @@ class Surveys:
     def teams(self) -> list[str]:
         return [key for key in list(self.data) if is_team_key(key)]
 
-    def team_trust(self, team_id: str) -> Any:
+    def team_trust(self, team_id: str) -> TeamTrust:
         state = self.data.get(team_id)
         surveys = [r["s"] for r in state["results"]] if state else []
         comments = {s: self.data.get(comments_key(team_id, s)) or [] for s in surveys}

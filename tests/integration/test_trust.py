@@ -297,3 +297,35 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     for topic in (topics.SNAPSHOTS, changelog):
         for record in asyncio.run(read_all(settings, topic)):
             assert len(record.value or b"") < 1_000_000  # each a record the broker takes
+
+
+def test_an_open_round_survives_a_killed_worker_and_closes_exact(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> None:
+    """The open answers live in the table's changelog: a worker that takes over after a
+    SIGKILL recovers them, closes the round on its marker, and counts each answer once."""
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+    with TestClient(create_recognition(settings), headers=headers) as directory:
+        assert directory.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+    ports = [free_port(), free_port()]
+    first = spawn("aggregator", log=tmp_path / "first.log",
+                  extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(ports[0])})  # fmt: skip
+    with (
+        TestClient(create_feedback(settings), headers=headers) as feedback,
+        TestClient(create_metrics(settings)) as metrics,
+    ):
+        stack = Stack(settings, feedback, metrics, f"http://127.0.0.1:{ports[0]}")
+        stack.open("s1")
+        for m in MEMBERS[: K + 1]:
+            stack.answer(m, 2)
+        stack.answer(MEMBERS[0], 5)  # a resubmission: replaces, counts once
+        stack.settle()
+        first.kill()
+        first.wait(timeout=10)
+        spawn("aggregator", log=tmp_path / "second.log",
+              extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(ports[1])})  # fmt: skip
+        stack.close("s1")  # the new worker re-reads the survey topic from its committed offsets
+        figures = wait_until(lambda: RESPONSES in (f := stack.trust_metrics()) and f, timeout=60)
+    assert figures[RESPONSES] == K + 1
+    favorable = 'rapport_trust_favorable_ratio{dimension="growth",team="alpha",window="28d"}'
+    assert figures[favorable] == pytest.approx(1 / (K + 1))  # the one 5, the rest 2
