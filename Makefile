@@ -21,11 +21,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Debian packages the tests use for real: prometheus (and promtool), docker-compose.
+# Debian packages the tests use for real: prometheus (and promtool), docker-compose, and a
+# JDK with Maven for Apache Kafka (its jars come from Maven Central on first use).
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v java >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 
 test: lint system-deps

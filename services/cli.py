@@ -59,6 +59,33 @@ def _refuse(exc: UnsafeSettings) -> typer.Exit:
     return typer.Exit(2)
 
 
+@app.command()
+def kafka(
+    brokers: Annotated[int, typer.Option(help="Nodes: 1, or 3 (replication 3).")] = 1,
+) -> None:
+    """Run Apache Kafka (KRaft) from its Maven jars on free loopback ports, with topics;
+    Ctrl-C stops every node."""
+    import signal
+
+    from shared.apache_kafka import KAFKA_VERSION, KafkaCluster
+    from shared.topics import create_topics
+
+    if brokers not in (1, 3):
+        raise typer.BadParameter("1 or 3", param_hint="--brokers")
+    with KafkaCluster(brokers) as cluster:
+        settings = Settings(
+            kafka_bootstrap_servers=cluster.bootstrap_servers,
+            topic_replication_factor=min(3, brokers),
+        )
+        asyncio.run(create_topics(settings))
+        typer.echo(f"Apache Kafka {KAFKA_VERSION}, {brokers} node(s), topics created; data in "
+                   f"{cluster.directory}")  # fmt: skip
+        typer.echo(f"export RAPPORT_KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
+        for stop in (signal.SIGINT, signal.SIGTERM):  # leaving the block stops every node
+            signal.signal(stop, lambda *_: sys.exit(0))
+        signal.pause()
+
+
 def _serve(module: str, port: int) -> None:
     import importlib
 

@@ -39,6 +39,22 @@ def read_event(
         return None
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic``, for a consumer that assigns them itself.
+
+    A started consumer has only asked for no topic's metadata, and Apache Kafka then
+    sends none (Tansu sends all). aiokafka's public ``topics()`` fetches metadata without
+    keeping it, so this asks its client (internal) to refresh the metadata of every topic.
+    """
+    for _ in range(100):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic} does not exist; run `rapport topics`")
+
+
 class TopicView(ABC):
     topic: str
 
@@ -68,7 +84,7 @@ class TopicView(ABC):
                     fetch_max_wait_ms=100,  # a view is as fresh as its slowest fetch
                 )
                 await consumer.start()
-                partitions = await self._partitions(consumer)
+                partitions = await partitions_of(consumer, self.topic)
                 tps = [TopicPartition(self.topic, p) for p in partitions]
                 consumer.assign(tps)
                 await consumer.seek_to_beginning()
@@ -78,15 +94,6 @@ class TopicView(ABC):
                 self._consumer = consumer
                 self._task = asyncio.create_task(self._run(consumer), name=f"view-{self.topic}")
         await self.sync()
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        for _ in range(100):
-            partitions = consumer.partitions_for_topic(self.topic)
-            if partitions:
-                return set(partitions)
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {self.topic} does not exist; run `rapport topics`")
 
     async def stop(self) -> None:
         if self._task is not None:

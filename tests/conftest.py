@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port, start_tansu
 from shared.settings import Settings
 from shared.topics import create_topics
@@ -53,6 +54,20 @@ def broker() -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """A fresh single-node Apache Kafka (KRaft) on free ports; every JVM stopped after."""
+    with KafkaCluster(1, tmp_path / "kafka") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes: replication factor 3, min.insync.replicas 2."""
+    with KafkaCluster(3, tmp_path / "kafka") as cluster:
+        yield cluster
 
 
 @pytest.fixture

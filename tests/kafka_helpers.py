@@ -11,6 +11,7 @@ from shared.codec import CloudEvent, encode
 from shared.events import PERSON, Person
 from shared.settings import Settings
 from shared.topics import DIRECTORY
+from shared.views import partitions_of
 
 
 async def read_all(settings: Settings, topic: str, timeout_s: float = 5.0) -> list[Any]:
@@ -20,7 +21,7 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 5.0) -> li
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
         consumer.assign(tps)
         for tp in tps:  # not seek_to_beginning: Tansu's "earliest" can be past offset 0
             consumer.seek(tp, 0)
