@@ -74,7 +74,9 @@ def _email(value: str) -> str:
     """One plain address (``name@domain``): never a list, a display name or a header."""
     try:
         Address(addr_spec=value)
-    except (ValueError, HeaderParseError):
+    # The standard library's parser fails on some odd input with other errors too
+    # (AttributeError: 'InvalidHeaderDefect' object has no attribute 'all_defects').
+    except (ValueError, HeaderParseError, AttributeError):
         raise ValueError(f"{value!r} is not one e-mail address") from None
     return value
 

@@ -48,3 +48,11 @@ def test_invalid_recognitions_are_rejected(change: dict[str, object], reason: st
 def test_person_rejects_unknown_timezone() -> None:
     with pytest.raises(ValidationError, match="unknown timezone"):
         Person(id="p1", name="A", email="a@x.io", team_id="t", timezone="Mars/Base")
+
+
+# The last one made the standard library's parser fail with AttributeError (fuzzing).
+@pytest.mark.parametrize("email", ["a,b@x.io", "x@y>", "a(b@x.io", "\U0001f60d\U000dcaefs\u00cf@["])
+def test_person_email_is_one_plain_address(email: str) -> None:
+    with pytest.raises(ValidationError, match="is not one e-mail address"):
+        Person(id="p1", name="A", email=email, team_id="t")
+    assert Person(id="p1", name="A", email='"a,b"@x.io', team_id="t").email == '"a,b"@x.io'
