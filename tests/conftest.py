@@ -36,24 +36,35 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
 
 @dataclass
 class Broker:
-    port: int
-    proc: subprocess.Popen[bytes]
+    """The broker a test runs on: ``kind`` is "tansu" (embedded) or "kafka" (Apache)."""
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+    kind: str
+    bootstrap_servers: str
+    stop: Callable[[], None]
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    """A fresh, empty Tansu broker on a free port."""
+def _stop_tansu(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    return stop
+
+
+@pytest.fixture(params=["tansu", "kafka"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A fresh, empty broker on free ports: Tansu, and (a second run) Apache Kafka."""
+    if request.param == "kafka":
+        with KafkaCluster(1, tmp_path / "kafka") as cluster:
+            yield Broker("kafka", cluster.bootstrap_servers, cluster.stop)
+        return
     port = free_port()
-    b = Broker(port, start_tansu(port))
+    stop = _stop_tansu(start_tansu(port))
     try:
-        yield b
+        yield Broker("tansu", f"127.0.0.1:{port}", stop)
     finally:
-        b.stop()
+        stop()
 
 
 @pytest.fixture
@@ -73,9 +84,14 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
 @pytest.fixture
 def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
     """Environment for Rapport processes using the test broker and free ports."""
+    if broker.kind == "kafka":
+        on = {"RAPPORT_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+              "RAPPORT_SESSION_TIMEOUT_S": "6"}  # fmt: skip  # rebalances in seconds
+    else:
+        on = {"RAPPORT_EMBEDDED_BROKER_PORT": broker.bootstrap_servers.rpartition(":")[2]}
     values = {
+        **on,
         "RAPPORT_ENVIRONMENT": "development",
-        "RAPPORT_EMBEDDED_BROKER_PORT": str(broker.port),
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),

@@ -10,16 +10,31 @@ from pathlib import Path
 
 import pytest
 
+from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port
 from tests.conftest import ROOT
 
 
-@pytest.fixture
+@pytest.fixture(params=["tansu", "kafka"])
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """`rapport run` on free ports; demo data only if the test is marked ``demo``."""
+    """`rapport run` on free ports, on the embedded broker and on Apache Kafka; demo data
+    only if the test is marked ``demo``."""
+    if request.param == "tansu":
+        yield from _run(tmp_path, request, {"RAPPORT_EMBEDDED_BROKER_PORT": str(free_port())})
+        return
+    with KafkaCluster(1, tmp_path / "kafka") as kafka:
+        yield from _run(tmp_path, request, {
+            "RAPPORT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "RAPPORT_SESSION_TIMEOUT_S": "6",  # rebalances in seconds
+        })  # fmt: skip
+
+
+def _run(
+    tmp_path: Path, request: pytest.FixtureRequest, broker: dict[str, str]
+) -> Iterator[dict[str, str]]:
     env = {
+        **broker,
         "RAPPORT_ENVIRONMENT": "development",  # as `make run` says
-        "RAPPORT_EMBEDDED_BROKER_PORT": str(free_port()),
         "RAPPORT_RECOGNITION_PORT": str(free_port()),
         "RAPPORT_METRICS_PORT": str(free_port()),
         "RAPPORT_FEEDBACK_PORT": str(free_port()),
