@@ -17,6 +17,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class BrokerRefusedIdempotence(RuntimeError):
+    """Outside embedded mode, the broker would not give an idempotent producer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     topic: str
@@ -52,15 +56,21 @@ class Publisher:
         )
 
     async def start(self) -> None:
-        producer = self._make(idempotent=True)
+        """Connect: idempotent with acks=all on Apache Kafka; acks=all alone on the
+        embedded broker, which has no InitProducerId (asking would log an ERROR)."""
+        embedded = self._settings.embedded
+        producer = self._make(idempotent=not embedded)
         try:
             await producer.start()
         except KafkaError as exc:
-            # Tansu (the embedded broker) has no InitProducerId; acks=all still holds.
             await producer.stop()
-            log.info("broker refused idempotent producer (%r); using acks=all only", exc)
-            producer = self._make(idempotent=False)
-            await producer.start()
+            if embedded:
+                raise
+            raise BrokerRefusedIdempotence(
+                f"the broker at {self._settings.bootstrap_servers} refused an idempotent "
+                f"producer ({exc!r}): Rapport needs idempotence with acks=all outside "
+                "embedded mode, so a retried send is never written twice"
+            ) from exc
         self._producer = producer
 
     async def stop(self) -> None:

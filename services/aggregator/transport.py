@@ -1,6 +1,6 @@
 """faust's aiokafka transport, tuned: input topics read a fetch at a time, a short fetch
-wait, and on the embedded broker a consumer that never moves past a skipped offset
-(see ``shared.gaps`` for why)."""
+wait, an idempotent producer on Apache Kafka, and on the embedded broker a consumer that
+never moves past a skipped offset (see ``shared.gaps`` for why)."""
 
 from __future__ import annotations
 
@@ -132,10 +132,21 @@ class GapGuardedConsumer(Consumer):
         return committed
 
 
+class IdempotentProducer(driver.Producer):
+    """faust's producer, idempotent with acks=all (faust asks for that only inside
+    transactions): a send retried after a lost answer is never written twice. Apache
+    Kafka only: the embedded broker has no InitProducerId."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 def tune(app: faust.App, embedded: bool, lanes: Lanes) -> None:
-    """Make ``app`` consume through these consumers, ``lanes`` their input topics (call
-    before it starts)."""
+    """Make ``app`` consume through these consumers, ``lanes`` their input topics, and
+    produce idempotently outside embedded mode (call before it starts)."""
     base = GapGuardedConsumer if embedded else Consumer
     consumer = type("LaneConsumer", (base,), {"lanes": lanes})
-    transport = type("Transport", (driver.Transport,), {"Consumer": consumer})
+    producer = driver.Producer if embedded else IdempotentProducer
+    transport = type("Transport", (driver.Transport,), {"Consumer": consumer,
+                                                       "Producer": producer})  # fmt: skip
     app.transport = transport(app.conf.broker_consumer, app)

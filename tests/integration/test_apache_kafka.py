@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from services.aggregator.app import create_app
 from shared import topics
 from shared.apache_kafka import KafkaCluster
+from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, decode
 from shared.errors import BrokerUnavailable
 from shared.events import PERSON
-from shared.kafka import Publisher, Record
+from shared.kafka import BrokerRefusedIdempotence, Publisher, Record
 from shared.settings import Settings
 from shared.topics import create_topics
 from tests.conftest import wait_until
@@ -97,3 +100,41 @@ def test_three_nodes_replicate_every_topic_and_survive_losing_one(
         decode(r.headers, r.value).id for r in asyncio.run(read_all(settings, topics.DIRECTORY))
     )
     assert ids == ["e2", "e3"]
+
+
+def test_producers_are_idempotent_outside_embedded_mode_or_refuse_to_start(
+    kafka: KafkaCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    asyncio.run(create_topics(settings_for(kafka, 1)))
+    asyncio.run(publish_one(settings_for(kafka, 1), 1))  # Apache Kafka: idempotent, started
+    port = free_port()
+    tansu = start_tansu(port)
+    try:
+        embedded = Settings(embedded_broker_port=port)
+        caplog.set_level(logging.INFO)
+        asyncio.run(create_topics(embedded))
+        asyncio.run(publish_one(embedded, 2))  # embedded: acks=all, and no ERROR line
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        # The same broker named as a production one: no silent fallback.
+        production = Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+        with pytest.raises(BrokerRefusedIdempotence, match="refused an idempotent producer"):
+            asyncio.run(publish_one(production, 3))
+    finally:
+        tansu.terminate()
+        tansu.wait(timeout=10)
+
+
+def test_the_aggregator_produces_idempotently_on_apache_kafka_only() -> None:
+    """Pins faust's ``Producer._settings_extra``, which ``transport.IdempotentProducer``
+    overrides: it must still be where faust's producer settings are completed."""
+    on_kafka = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    assert on_kafka.producer._settings_extra() == {"acks": "all", "enable_idempotence": True}
+
+    async def given_to_aiokafka() -> bool:
+        producer = on_kafka.producer._new_producer()
+        await producer.stop()  # never started: nothing to flush
+        return producer._txn_manager is not None  # aiokafka: set only when idempotent
+
+    assert asyncio.run(given_to_aiokafka())
+    embedded = create_app(Settings())
+    assert "enable_idempotence" not in embedded.producer._settings_extra()
