@@ -77,11 +77,11 @@ class DigestMetrics:
         self.failures = Counter(
             "rapport_digest_failures",
             "Digests given up on, by reason: refused by the SMTP server, every try failed, "
-            "the manager's address is invalid, or the digest could not be built.",
+            "or the digest could not be built.",
             ["reason"],
             registry=registry,
         )
-        for reason in ("refused", "retries_exhausted", "invalid_address", "unbuildable"):
+        for reason in ("refused", "retries_exhausted", "unbuildable"):
             self.failures.labels(reason)  # a series at 0 from the start
         self.rounds = Counter(
             "rapport_digest_schedule_rounds",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import unicodedata
-from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -23,7 +22,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from shared.events import Person
 
-from .mail import PermanentFailure
 from .service import UNRECOGNIZED_DAYS, Digest
 
 MISSING = "\u2013"  # an en dash where a figure is not available
@@ -111,12 +109,10 @@ def display_name(name: str) -> str:
 
 
 def recipient(person: Person) -> Address:
-    """The one address a person's mail goes to: their directory e-mail, their name as a
-    quoted display name (it never adds or changes an address, whatever it holds)."""
-    try:
-        return Address(display_name=display_name(person.name), addr_spec=person.email)
-    except (ValueError, HeaderParseError) as exc:
-        raise PermanentFailure("invalid_address", f"{person.email!r}: {exc}") from None
+    """The one address a person's mail goes to: their directory e-mail (checked as one
+    plain address when it entered the directory), their name as a quoted display name
+    (it never adds or changes an address, whatever it holds)."""
+    return Address(display_name=display_name(person.name), addr_spec=person.email)
 
 
 def message(d: Digest, sender: str, k: int) -> EmailMessage:
