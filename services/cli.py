@@ -30,11 +30,22 @@ def _logging() -> None:
 
 @app.command()
 def topics() -> None:
-    """Create every topic (idempotent) on the configured broker."""
-    from shared.topics import create_topics
+    """Create every missing topic with its settings, then check every topic's partitions,
+    replication and settings against what Rapport needs (exit 1 if one differs)."""
+    from shared.topics import check_topics, create_topics
 
-    created = asyncio.run(create_topics(Settings()))
+    settings = Settings()
+    created = asyncio.run(create_topics(settings))
     typer.echo(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+    problems = asyncio.run(check_topics(settings))
+    for problem in problems:
+        typer.echo(f"differs: {problem}", err=True)
+    if problems:
+        typer.echo("Existing topics are never changed: set them as needed, or the settings "
+                   "to match them (a partition count cannot go down).", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    typer.echo("every topic as needed" + (" (partitions only: embedded broker)"
+                                          if settings.embedded else ""))  # fmt: skip
 
 
 @app.command()
@@ -152,9 +163,15 @@ def aggregator() -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from services.aggregator.app import create_app
+    from shared.topics import TopicsMismatch, check_partitions
 
     _release_large_buffers()
     settings = Settings()
+    try:
+        asyncio.run(check_partitions(settings))
+    except TopicsMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     registry = CollectorRegistry()
     if settings.aggregator_metrics_port:
         start_http_server(settings.aggregator_metrics_port, settings.host, registry)

@@ -55,7 +55,23 @@ class Settings(BaseSettings):
     )
     values: tuple[str, ...] = DEFAULT_DIMENSIONS
     topic_partitions: int = 8
-    topic_replication_factor: int = 1
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Copies of every topic; 3 in production (min.insync.replicas is then 2).",
+    )
+    recognition_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="How long the recognition log is kept; 0 = forever. "
+        "It is the source of truth: every figure is rebuilt from it.",
+    )
+    survey_retention_days: int = Field(
+        default=28,
+        ge=1,
+        description="How long raw survey answers stay on their topics: "
+        "the longest trust window (privacy).",
+    )
     session_timeout_s: float | None = Field(
         default=None, description="Consumer session timeout; default 4 s embedded, 30 s else."
     )

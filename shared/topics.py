@@ -1,11 +1,15 @@
-"""Topic names (contract: ARCHITECTURE §3) and their explicit creation."""
+"""Topic names (contract: ARCHITECTURE §3), their settings by purpose, their creation and
+their check against what a broker holds."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.settings import Settings
@@ -23,38 +27,71 @@ TEAM_FACTS = "rapport.aggregator.team-facts.v1"
 AGGREGATOR_APP_ID = "rapport-aggregator"
 TEAM_DAYS_TABLE = "team-days"
 TEAM_TRUST_TABLE = "team-trust"
+DAY_MS = 24 * 3600 * 1000
 
 
 def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def changelog(table: str) -> str:
+    return f"{AGGREGATOR_APP_ID}-{table}-changelog"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic as Rapport needs it: ``configs`` are the topic-level settings it must have."""
+
     name: str
     partitions: int
-    compacted: bool = False
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def compacted(self) -> bool:
+        return self.configs.get("cleanup.policy") == "compact"
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """Two copies acknowledged before a write counts, where a third can fail (RF 3+)."""
+    return max(1, min(2, replication_factor - 1))
 
 
 def all_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic Rapport uses, with its partition count."""
+    """Every topic Rapport uses, with its partition count and settings by purpose.
+
+    ``topic_partitions`` topics are those the aggregator computes a team's partition
+    with: they must all have that many partitions.
+    """
     n = settings.topic_partitions
+    days = settings.recognition_retention_days
+    # The recognition log is the source of truth: every figure is rebuilt from it.
+    log = {"cleanup.policy": "delete", "retention.ms": str(days * DAY_MS) if days else "-1"}
+    # Raw survey answers (and the facts topic and DLQs they pass through): no longer
+    # than the trust windows need.
+    private = {"cleanup.policy": "delete",
+               "retention.ms": str(settings.survey_retention_days * DAY_MS)}  # fmt: skip
+    compact = {"cleanup.policy": "compact"}
     return [
-        TopicSpec(RECOGNITION, n),
-        TopicSpec(dlq(RECOGNITION), 1),
-        TopicSpec(SURVEY, n),
-        TopicSpec(dlq(SURVEY), 1),
-        TopicSpec(TEAM_FACTS, n),
-        TopicSpec(dlq(TEAM_FACTS), 1),
+        TopicSpec(RECOGNITION, n, log),
+        TopicSpec(dlq(RECOGNITION), 1, log),
+        TopicSpec(SURVEY, n, private),
+        TopicSpec(dlq(SURVEY), 1, private),
+        TopicSpec(TEAM_FACTS, n, private),
+        TopicSpec(dlq(TEAM_FACTS), 1, private),
         # faust's table changelogs must match their source's partitions.
-        TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_DAYS_TABLE}-changelog", n, compacted=True),
-        TopicSpec(f"{AGGREGATOR_APP_ID}-{TEAM_TRUST_TABLE}-changelog", n, compacted=True),
-        TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),
-        TopicSpec(DIRECTORY, 4, compacted=True),
-        TopicSpec(ROUNDS, 1, compacted=True),
-        TopicSpec(SNAPSHOTS, 4, compacted=True),
-        TopicSpec(DIGEST_LOG, 4, compacted=True),
+        TopicSpec(changelog(TEAM_DAYS_TABLE), n, compact),
+        TopicSpec(changelog(TEAM_TRUST_TABLE), n, compact),
+        TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
+        TopicSpec(DIRECTORY, 4, compact),
+        TopicSpec(ROUNDS, 1, compact),
+        TopicSpec(SNAPSHOTS, 4, compact),
+        TopicSpec(DIGEST_LOG, 4, compact),
     ]
+
+
+def _configs(settings: Settings, spec: TopicSpec) -> dict[str, str]:
+    isr = min_insync_replicas(settings.topic_replication_factor)
+    return {**spec.configs, "min.insync.replicas": str(isr)}
 
 
 async def create_topics(settings: Settings) -> list[str]:
@@ -63,13 +100,9 @@ async def create_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        rf = settings.topic_replication_factor
         new = [
-            NewTopic(
-                t.name,
-                t.partitions,
-                settings.topic_replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
-            )
+            NewTopic(t.name, t.partitions, rf, topic_configs=_configs(settings, t))
             for t in all_topics(settings)
             if t.name not in existing
         ]
@@ -77,6 +110,88 @@ async def create_topics(settings: Settings) -> list[str]:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+            await _until_led(admin, {t.name for t in new})
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 30) -> None:
+    """Wait until the broker's metadata has a leader for every partition of ``names``:
+    a cluster answers CreateTopics before every broker knows the topics."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            described = {t["topic"]: t["partitions"] for t in await admin.describe_topics()}
+            if all(described.get(n) and all(p["leader"] >= 0 for p in described[n])
+                   for n in names):  # fmt: skip
+                return
+            await asyncio.sleep(0.1)
+
+
+class TopicsMismatch(RuntimeError):
+    """Topics on the broker are not as Rapport needs them: each difference named."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n  - ".join(["topics differ from what Rapport needs:", *problems]))
+        self.problems = problems
+
+
+async def check_topics(settings: Settings, partitions_only: bool = False) -> list[str]:
+    """Every difference between the broker's topics and :func:`all_topics`: missing
+    topics, partition counts, and (on Apache Kafka, not on the embedded broker, which
+    keeps no settings) replication factor and settings. Empty when all is as needed."""
+    specs = all_topics(settings)
+    with_configs = not (partitions_only or settings.embedded)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        # Every topic: asking for missing ones by name would create them where the
+        # broker auto-creates topics (with none of their settings).
+        described = {t["topic"]: t["partitions"] for t in await admin.describe_topics()}
+        found = [s for s in specs if s.name in described]
+        configs = await _described_configs(admin, found) if with_configs else {}
+    finally:
+        await admin.close()
+    problems = []
+    for spec in specs:
+        parts = described.get(spec.name)
+        if not parts:
+            problems.append(f"{spec.name}: missing (run `rapport topics`)")
+            continue
+        if len(parts) != spec.partitions:
+            hint = ""
+            if spec.partitions == settings.topic_partitions:  # the aggregator's count
+                hint = " (RAPPORT_TOPIC_PARTITIONS; a team would be split across workers)"
+            problems.append(f"{spec.name}: {len(parts)} partitions, needs {spec.partitions}{hint}")
+        if not with_configs:
+            continue
+        rf = min(len(p["replicas"]) for p in parts)
+        if rf != settings.topic_replication_factor:
+            problems.append(f"{spec.name}: replication factor {rf}, needs "
+                            f"{settings.topic_replication_factor}")  # fmt: skip
+        for key, want in _configs(settings, spec).items():
+            have = configs[spec.name].get(key)
+            if have != want:
+                problems.append(f"{spec.name}: {key}={have}, needs {want}")
+    return problems
+
+
+async def _described_configs(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec]
+) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
+    found: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for r in response.to_object()["resources"]:
+            entries = r["config_entries"]
+            found[r["resource_name"]] = {e["config_names"]: e["config_value"] for e in entries}
+    return found
+
+
+async def check_partitions(settings: Settings) -> None:
+    """Raise :class:`TopicsMismatch` if a topic is missing or has another partition count
+    than the aggregator computes teams with: a mismatch would split a team across
+    workers (its facts on one partition, its table on another)."""
+    problems = await check_topics(settings, partitions_only=True)
+    if problems:
+        raise TopicsMismatch(problems)

@@ -47,6 +47,10 @@ class Consumer(driver.Consumer):
 
     lanes: ClassVar[Lanes] = {}  # set by tune()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting: set[tuple[TP, int]] = set()
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -64,17 +68,28 @@ class Consumer(driver.Consumer):
     def _fetch(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         return super().getmany(timeout)
 
+    def _new_offset(self, tp: TP) -> int | None:
+        # faust commits past the committed offset C when C is not acked but C + 1 is
+        # (it checks ``min(acked) - C > 1``, allowing for compacted topics, and not at
+        # all when C is 0). The input topics have no compaction and no transactions, so
+        # an unacked C is a message still in a batch: wait for it. On every broker.
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            if (tp, committed) not in self._waiting:
+                self._waiting.add((tp, committed))
+                log.warning("%s: offset %d not acked yet; commit waits for it", tp, committed)
+            return None
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
 
 class GapGuardedConsumer(Consumer):
-    """Holds back messages after a jump in offsets and re-reads from the gap.
-
-    Never commits past an offset that was not acked.
-    """
+    """Holds back messages after a jump in offsets and re-reads from the gap."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._guard = GapGuard()
-        self._waiting: set[tuple[TP, int]] = set()
 
     async def _fetch(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109
         # Checked where messages are handed over, not where they are fetched:
@@ -92,20 +107,6 @@ class GapGuardedConsumer(Consumer):
                 reread[tp] = reread_from
         for tp, offset in reread.items():
             self._thread.seek(tp, offset)
-
-    def _new_offset(self, tp: TP) -> int | None:
-        # faust commits past the committed offset C when C is not acked but C + 1 is
-        # (it checks ``min(acked) - C > 1``, allowing for compacted topics). Offsets
-        # here are dense, so an unacked C is a message still to come: wait for it.
-        acked = self._acked[tp]
-        committed = self._committed_offset[tp]
-        if acked and committed is not None and min(acked) > committed:
-            if (tp, committed) not in self._waiting:
-                self._waiting.add((tp, committed))
-                log.warning("%s: offset %d not acked yet; commit waits for it", tp, committed)
-            return None
-        offset: int | None = super()._new_offset(tp)
-        return offset
 
     async def _seek(self, partition: TP, offset: int) -> None:
         self._guard.expect(partition, offset)

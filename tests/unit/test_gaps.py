@@ -54,15 +54,16 @@ def test_a_seek_resets_the_expectation_and_partitions_are_independent() -> None:
     assert guard.admit("b", recs(7, 8)) == (recs(7, 8), None)  # unknown start: trusted
 
 
-def consumer_with(committed: int, acked: list[int]) -> Any:
-    """The guarded faust consumer's commit bookkeeping alone, without a broker."""
+def consumer_with(committed: int, acked: list[int], kind: type | None = None) -> Any:
+    """A faust consumer's commit bookkeeping alone, without a broker (the aggregator's
+    own on Apache Kafka unless ``kind`` says otherwise)."""
     from collections import defaultdict
 
     from intervaltree import IntervalTree
 
-    from services.aggregator.transport import GapGuardedConsumer
+    from services.aggregator.transport import Consumer
 
-    c: Any = object.__new__(GapGuardedConsumer)
+    c: Any = object.__new__(kind or Consumer)
     c._acked = defaultdict(list, {TP: list(acked)})
     c._acked_index = defaultdict(set, {TP: set(acked)})
     c._committed_offset = defaultdict(lambda: None, {TP: committed})
@@ -74,8 +75,15 @@ def consumer_with(committed: int, acked: list[int]) -> Any:
 TP = ("rapport.recognition.v1", 0)
 
 
-def test_a_commit_never_skips_an_offset_that_is_not_acked() -> None:
-    # faust itself would commit 13 here, skipping offset 10 (committed = next to read).
-    assert consumer_with(10, [11, 12])._new_offset(TP) is None
-    assert consumer_with(10, [10, 11, 12])._new_offset(TP) == 13
-    assert consumer_with(0, [1, 2])._new_offset(TP) is None  # faust skips the check at 0
+def test_a_commit_never_skips_an_offset_that_is_not_acked_on_any_broker() -> None:
+    from faust.transport.drivers.aiokafka import Consumer as Faust
+
+    from services.aggregator.transport import GapGuardedConsumer
+
+    # faust itself commits 13 here, skipping offset 10 (committed = next to read): the
+    # day this fails, faust has fixed it and transport.Consumer._new_offset can go.
+    assert consumer_with(10, [11, 12], Faust)._new_offset(TP) == 13
+    for kind in (None, GapGuardedConsumer):  # Apache Kafka, and the embedded broker
+        assert consumer_with(10, [11, 12], kind)._new_offset(TP) is None
+        assert consumer_with(10, [10, 11, 12], kind)._new_offset(TP) == 13
+        assert consumer_with(0, [1, 2], kind)._new_offset(TP) is None  # faust: no check at 0
