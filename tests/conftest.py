@@ -81,15 +81,14 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
         yield cluster
 
 
-@pytest.fixture
-def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
-    """Environment for Rapport processes using the test broker and free ports."""
-    if broker.kind == "kafka":
-        on = {"RAPPORT_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+def rapport_env(kind: str, bootstrap_servers: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for Rapport processes on a test broker ("tansu" or "kafka"), free ports."""
+    if kind == "kafka":
+        on = {"RAPPORT_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
               "RAPPORT_SESSION_TIMEOUT_S": "6"}  # fmt: skip  # rebalances in seconds
     else:
-        on = {"RAPPORT_EMBEDDED_BROKER_PORT": broker.bootstrap_servers.rpartition(":")[2]}
-    values = {
+        on = {"RAPPORT_EMBEDDED_BROKER_PORT": bootstrap_servers.rpartition(":")[2]}
+    return {
         **on,
         "RAPPORT_ENVIRONMENT": "development",
         "RAPPORT_VAR_DIR": str(tmp_path / "var"),
@@ -99,7 +98,12 @@ def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
         "RAPPORT_DEMO": "0",
         "RAPPORT_AGGREGATOR_METRICS_PORT": "0",  # tests that read it give a free port
     }
-    return values
+
+
+@pytest.fixture
+def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
+    """Environment for Rapport processes using the test broker and free ports."""
+    return rapport_env(broker.kind, broker.bootstrap_servers, tmp_path)
 
 
 @pytest.fixture

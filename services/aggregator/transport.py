@@ -68,6 +68,19 @@ class Consumer(driver.Consumer):
     def _fetch(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         return super().getmany(timeout)
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        # faust drops the records it has fetched when a rebalance starts, and reads them
+        # again by seeking each partition to its committed offset. aiokafka seeks only
+        # where there is a commit past 0, so a partition without one kept its position:
+        # the dropped records were never read again (crash test on Apache Kafka: 16
+        # records of team facts, some 2,600 recognitions, never counted). Those
+        # partitions go back to their start.
+        committed = await super().seek_to_committed()
+        for tp, offset in committed.items():
+            if not offset:
+                await self._seek(tp, 0)  # out of range (retention): reset to the earliest
+        return committed
+
     def _new_offset(self, tp: TP) -> int | None:
         # faust commits past the committed offset C when C is not acked but C + 1 is
         # (it checks ``min(acked) - C > 1``, allowing for compacted topics, and not at
@@ -128,8 +141,8 @@ class GapGuardedConsumer(Consumer):
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
         for tp, offset in committed.items():
-            # No commit yet: the consumer starts at the beginning, offset 0 on Tansu.
-            self._guard.expect(tp, offset if offset and offset > 0 else 0)
+            if offset:  # the others were sought to 0, and expected there
+                self._guard.expect(tp, offset)
         return committed
 
 

@@ -1,0 +1,139 @@
+"""Faults on a three-node Apache Kafka (replication 3, min.insync.replicas 2), with exact
+totals: a broker killed under HTTP load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import Popen
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared import topics
+from shared.apache_kafka import KafkaCluster
+from shared.auth import ensure_dev_key
+from shared.broker import wait_for_port
+from shared.settings import Settings
+from tests.conftest import rapport_env
+from tests.integration.test_crash import PEOPLE, totals
+from tests.kafka_helpers import put_people
+
+POSTS = 20_000
+CLIENTS = 32  # connections posting at once
+
+
+@pytest.fixture
+def env(kafka_cluster: KafkaCluster, tmp_path: Path) -> dict[str, str]:
+    """Every process of these tests on the three nodes, each topic on all three."""
+    return {**rapport_env("kafka", kafka_cluster.bootstrap_servers, tmp_path),
+            "RAPPORT_TOPIC_REPLICATION_FACTOR": "3", "RAPPORT_RATE_LIMIT_PER_S": "0"}  # fmt: skip
+
+
+async def busiest_leader(settings: Settings) -> int:
+    """The node that leads the most partitions of the recognition topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        [topic] = await admin.describe_topics([topics.RECOGNITION])
+        leaders = Counter(p["leader"] for p in topic["partitions"])
+        return int(leaders.most_common(1)[0][0])
+    finally:
+        await admin.close()
+
+
+class Client:
+    """Posts recognitions as an internal app would: a 503 is tried again after its
+    Retry-After, with the same event id; anything but 202 or 503 is a failure."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.http = httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=CLIENTS),
+            timeout=30,
+        )
+        self.accepted = 0
+        self.unavailable = 0
+        self.without_retry_after = 0
+        self.other: Counter[int] = Counter()
+
+    async def post(self, body: dict[str, object]) -> None:
+        while True:
+            response = await self.http.post("/v1/recognitions", json=body)
+            if response.status_code == 202:
+                self.accepted += 1
+                return
+            if response.status_code != 503:
+                self.other[response.status_code] += 1
+                return
+            self.unavailable += 1
+            if "Retry-After" not in response.headers:
+                self.without_retry_after += 1
+            await asyncio.sleep(min(float(response.headers.get("Retry-After", 1)), 2.0))
+
+    async def post_all(self, bodies: list[dict[str, object]]) -> None:
+        queue = asyncio.Queue[dict[str, object]]()
+        for body in bodies:
+            queue.put_nowait(body)
+
+        async def worker() -> None:
+            while not queue.empty():
+                await self.post(queue.get_nowait())
+
+        async with self.http:
+            await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+
+
+@pytest.mark.slow
+def test_killing_the_leading_broker_under_http_load_loses_and_doubles_nothing(
+    kafka_cluster: KafkaCluster,
+    settings: Settings,
+    spawn: Callable[..., Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    asyncio.run(put_people(settings, PEOPLE))
+    rng = random.Random(2)
+    bodies, expected = [], Counter[str]()
+    for i in range(POSTS):
+        giver, recipient = rng.sample(PEOPLE, 2)
+        bodies.append({"giver_id": giver.id, "recipient_ids": [recipient.id], "message": "thanks",
+                       "values": ["growth"], "event_id": f"h{i}"})  # fmt: skip
+        expected[recipient.team_id] += 1
+    key = ensure_dev_key(settings)
+    spawn("recognition", log=tmp_path / "recognition.log")
+    spawn("aggregator", log=tmp_path / "aggregator.log")
+    wait_for_port(settings.recognition_port, timeout=60)
+    victim = asyncio.run(busiest_leader(settings))
+    client = Client(f"http://127.0.0.1:{settings.recognition_port}", key)
+
+    async def load_and_kill() -> int:
+        posting = asyncio.create_task(client.post_all(bodies))
+        while client.accepted < POSTS // 4 and not posting.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        accepted_at_kill = client.accepted
+        await asyncio.to_thread(kafka_cluster.kill, victim)
+        while not posting.done():  # progress, for whoever watches a slow run
+            print(f"{client.accepted} accepted, {client.unavailable} 503s", flush=True)
+            await asyncio.wait([posting], timeout=5)
+        await posting
+        return accepted_at_kill
+
+    at_kill = asyncio.run(load_and_kill())
+    print(f"node {victim} killed after {at_kill} of {POSTS} recognitions; "
+          f"503s retried: {client.unavailable}")  # fmt: skip
+    assert at_kill < POSTS  # the kill came in the middle of the load
+    assert client.other == {} and client.without_retry_after == 0
+    assert client.accepted == POSTS
+
+    deadline = time.monotonic() + 180
+    while totals(settings) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(3)  # nothing late may push a team past its exact total
+    final = totals(settings)
+    assert final == expected, {t: (final[t], n) for t, n in expected.items() if final[t] != n}
