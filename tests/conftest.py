@@ -41,6 +41,7 @@ class Broker:
     kind: str
     bootstrap_servers: str
     stop: Callable[[], None]
+    nodes: int = 1
 
 
 def _stop_tansu(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
@@ -54,10 +55,12 @@ def _stop_tansu(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 @pytest.fixture(params=["tansu", "kafka"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    """A fresh, empty broker on free ports: Tansu, and (a second run) Apache Kafka."""
+    """A fresh, empty broker on free ports: Tansu, and (a second run) Apache Kafka, on
+    three nodes for a test marked ``kafka_nodes(3)``."""
     if request.param == "kafka":
-        with KafkaCluster(1, tmp_path / "kafka") as cluster:
-            yield Broker("kafka", cluster.bootstrap_servers, cluster.stop)
+        marker = request.node.get_closest_marker("kafka_nodes")
+        with KafkaCluster(marker.args[0] if marker else 1, tmp_path / "kafka") as cluster:
+            yield Broker("kafka", cluster.bootstrap_servers, cluster.stop, cluster.size)
         return
     port = free_port()
     stop = _stop_tansu(start_tansu(port))
@@ -81,11 +84,15 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
         yield cluster
 
 
-def rapport_env(kind: str, bootstrap_servers: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for Rapport processes on a test broker ("tansu" or "kafka"), free ports."""
+def rapport_env(
+    kind: str, bootstrap_servers: str, tmp_path: Path, nodes: int = 1
+) -> dict[str, str]:
+    """Environment for Rapport processes on a test broker ("tansu" or "kafka", on
+    ``nodes`` nodes: every topic on each), free ports."""
     if kind == "kafka":
         on = {"RAPPORT_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-              "RAPPORT_SESSION_TIMEOUT_S": "6"}  # fmt: skip  # rebalances in seconds
+              "RAPPORT_SESSION_TIMEOUT_S": "6",  # rebalances in seconds
+              "RAPPORT_TOPIC_REPLICATION_FACTOR": str(nodes)}  # fmt: skip
     else:
         on = {"RAPPORT_EMBEDDED_BROKER_PORT": bootstrap_servers.rpartition(":")[2]}
     return {
@@ -103,7 +110,7 @@ def rapport_env(kind: str, bootstrap_servers: str, tmp_path: Path) -> dict[str, 
 @pytest.fixture
 def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
     """Environment for Rapport processes using the test broker and free ports."""
-    return rapport_env(broker.kind, broker.bootstrap_servers, tmp_path)
+    return rapport_env(broker.kind, broker.bootstrap_servers, tmp_path, broker.nodes)
 
 
 @pytest.fixture

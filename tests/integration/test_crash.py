@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,11 +16,12 @@ from subprocess import Popen
 import pytest
 
 from shared import topics
+from shared.codec import decode
 from shared.events import Person
 from shared.settings import Settings
 from tests.conftest import wait_until
 from tests.integration.test_aggregator import kudos_event, latest_snapshots
-from tests.kafka_helpers import produce, put_people
+from tests.kafka_helpers import produce, put_people, read_all
 
 EVENTS = 20_000
 TEAMS = [f"team-{t}" for t in range(10)]
@@ -34,6 +37,7 @@ def totals(settings: Settings) -> Counter[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.kafka_nodes(3)
 def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
     settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -65,3 +69,50 @@ def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
     differ = {t: (final[t], n) for t, n in expected.items() if final[t] != n}
     assert not differ, f"(counted, expected) per team: {differ}"
     assert at_kill < EVENTS  # the kill really came mid-stream
+
+
+def totals_in_log_order(settings: Settings) -> dict[str, list[int]]:
+    """Each team's total in every snapshot, in the order they were published."""
+    sequence: dict[str, list[int]] = {}
+    for r in asyncio.run(read_all(settings, topics.SNAPSHOTS)):
+        data = decode(r.headers, r.value).data
+        sequence.setdefault(r.key.decode(), []).append(sum(data["totals"].values()))
+    return sequence
+
+
+@pytest.mark.slow
+@pytest.mark.kafka_nodes(3)
+def test_workers_joining_and_leaving_under_load_keep_totals_exact_and_never_go_back(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> None:
+    asyncio.run(put_people(settings, PEOPLE))
+    rng = random.Random(3)
+    events, expected = [], Counter[str]()
+    for i in range(EVENTS):
+        giver, recipient = rng.sample(PEOPLE, 2)
+        events.append((giver.id.encode(), kudos_event(f"j{i}", giver.id, [recipient.id], "/load")))
+        expected[recipient.team_id] += 1
+
+    def load() -> None:  # about 30 s of steady load, across every rebalance below
+        for i in range(0, EVENTS, 500):
+            asyncio.run(produce(settings, topics.RECOGNITION, events[i : i + 500]))
+            time.sleep(0.75)
+
+    spawn("aggregator", log=tmp_path / "first.log")
+    time.sleep(6)  # one worker in the group
+    producer = threading.Thread(target=load)
+    producer.start()
+    wait_until(lambda: sum(totals(settings).values()) > 0, timeout=60)
+    joined = [spawn("aggregator", log=tmp_path / f"joined-{n}.log") for n in (2, 3)]  # 1 -> 3
+    time.sleep(12)  # the three share the partitions, and the load goes on
+    for worker in joined:  # 3 -> 1
+        worker.send_signal(signal.SIGTERM)
+    for worker in joined:
+        assert worker.wait(timeout=30) == 0  # a clean stop: no batch left half done
+    producer.join()
+    wait_until(lambda: totals(settings) == expected, timeout=120)
+    time.sleep(3)  # nothing late may push a team past its exact total
+    assert totals(settings) == expected
+    # Two workers never published one team at once: its figures never went back.
+    for team, seen in totals_in_log_order(settings).items():
+        assert seen == sorted(seen), (team, [b for a, b in itertools.pairwise(seen) if b < a])

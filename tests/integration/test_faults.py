@@ -31,8 +31,8 @@ CLIENTS = 32  # connections posting at once
 @pytest.fixture
 def env(kafka_cluster: KafkaCluster, tmp_path: Path) -> dict[str, str]:
     """Every process of these tests on the three nodes, each topic on all three."""
-    return {**rapport_env("kafka", kafka_cluster.bootstrap_servers, tmp_path),
-            "RAPPORT_TOPIC_REPLICATION_FACTOR": "3", "RAPPORT_RATE_LIMIT_PER_S": "0"}  # fmt: skip
+    return {**rapport_env("kafka", kafka_cluster.bootstrap_servers, tmp_path, nodes=3),
+            "RAPPORT_RATE_LIMIT_PER_S": "0"}  # fmt: skip
 
 
 async def busiest_leader(settings: Settings) -> int:
