@@ -93,6 +93,24 @@ def classpath() -> str:
     return done.read_text().strip()
 
 
+def broker_settings(replicas: int) -> dict[str, str]:
+    """What every node is set to, beyond its addresses: the settings the tests prove, and
+    docker-compose.yml's (``tests/integration/test_compose.py`` checks they agree)."""
+    isr = str(min(2, replicas))
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": isr,
+        "group.initial.rebalance.delay.ms": "0",
+        # A dead node's partitions get new leaders in about 3 s (default: 9 s).
+        "broker.session.timeout.ms": "3000",
+        "broker.heartbeat.interval.ms": "500",
+        "auto.create.topics.enable": "false",
+    }
+
+
 @dataclass
 class Node:
     id: int
@@ -139,16 +157,7 @@ class KafkaCluster:
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={node.directory / 'data'}",
-            f"default.replication.factor={replicas}",
-            f"min.insync.replicas={min(2, replicas)}",
-            f"offsets.topic.replication.factor={replicas}",
-            f"transaction.state.log.replication.factor={replicas}",
-            f"transaction.state.log.min.isr={min(2, replicas)}",
-            "group.initial.rebalance.delay.ms=0",
-            # A dead node's partitions get new leaders in about 3 s (default: 9 s).
-            "broker.session.timeout.ms=3000",
-            "broker.heartbeat.interval.ms=500",
-            "auto.create.topics.enable=false",
+            *(f"{key}={value}" for key, value in broker_settings(replicas).items()),
             "",
         ])  # fmt: skip
 

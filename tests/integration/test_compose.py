@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.apache_kafka import KAFKA_VERSION, broker_settings
 from tests.conftest import ROOT
 
 SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_PSEUDONYM_KEY": "k" * 32,
@@ -42,18 +44,19 @@ def test_required_secrets_stop_compose_with_a_clear_message() -> None:
 
 def test_every_part_of_the_platform_is_there(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {"kafka", "topics", "recognition", "feedback", "aggregator",
+    nodes = ["kafka-1", "kafka-2", "kafka-3"]
+    assert set(services) == {*nodes, "topics", "recognition", "feedback", "aggregator",
                              "metrics", "digest", "mailpit", "prometheus", "grafana"}  # fmt: skip
-    assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert "broker,controller" in str(services["kafka"]["environment"])  # KRaft, no ZooKeeper
-    assert any("kafka-data" in str(v) for v in services["kafka"]["volumes"])
+    for n, name in enumerate(nodes, 1):
+        assert any(f"{name}-data" in str(v) for v in services[name]["volumes"])
+        assert services[name]["environment"]["KAFKA_NODE_ID"] in (n, str(n))
+        assert services["topics"]["depends_on"][name]["condition"] == "service_healthy"
     assert services["aggregator"]["deploy"]["replicas"] == 2
     for name in ("recognition", "feedback", "metrics", "digest"):
         assert "readyz" in str(services[name]["healthcheck"]["test"]), name
         assert services[name]["depends_on"]["topics"]["condition"] == (
             "service_completed_successfully"
         )
-    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     mounts = str(services["prometheus"]["volumes"]) + str(services["grafana"]["volumes"])
     for path in ("deploy/prometheus/rules", "deploy/grafana/provisioning",
                  "deploy/grafana/dashboards"):  # fmt: skip
@@ -65,3 +68,20 @@ def test_one_image_for_all_services_running_as_non_root() -> None:
     assert dockerfile.count("\nFROM ") + dockerfile.startswith("FROM ") >= 2  # multi-stage
     user = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
     assert user and user[-1] not in ("root", "0")
+
+
+def test_compose_runs_the_kafka_the_tests_prove(config: dict[str, Any]) -> None:
+    """Same version, three KRaft nodes, and every broker setting of the test clusters."""
+    services = config["services"]
+    rapport = services["recognition"]["environment"]
+    assert rapport["RAPPORT_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert rapport["RAPPORT_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    for name in ("kafka-1", "kafka-2", "kafka-3"):
+        node = services[name]
+        assert node["image"] == f"apache/kafka:{KAFKA_VERSION}"
+        env = {k: str(v) for k, v in node["environment"].items()}
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 3
+        assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16  # a Kafka Uuid
+        for key, value in broker_settings(3).items():
+            assert env["KAFKA_" + key.upper().replace(".", "_")] == value, (name, key)
