@@ -229,7 +229,8 @@ def directory_import(
 def run(
     aggregators: Annotated[int, typer.Option(help="Aggregator workers to start.")] = 1,
 ) -> None:
-    """Start the whole platform on this machine (embedded broker unless one is configured).
+    """Start the whole platform on this machine (embedded broker unless one is configured);
+    a process that dies is restarted with back-off while the others keep running.
 
     Outside development (``RAPPORT_ENVIRONMENT``), every secret must be set first.
     """
@@ -251,19 +252,21 @@ def run(
         typer.echo(f"starting embedded broker (Tansu) on {settings.bootstrap_servers}")
         broker_proc = start_tansu(settings.embedded_broker_port)
     asyncio.run(create_topics(settings))
-    exe = shutil.which("rapport") or f"{sys.executable} -m services.cli"
+    rapport = shutil.which("rapport") or f"{sys.executable} -m services.cli"
     manager = Manager()
-    manager.add_process("recognition", f"{exe} recognition")
-    manager.add_process("feedback", f"{exe} feedback")
-    manager.add_process("metrics", f"{exe} metrics")
-    manager.add_process("digest", f"{exe} digest")
+
+    def add(name: str, command: str, env: dict[str, str] | None = None) -> None:
+        # Each under services.supervise: restarted with back-off if it dies, while the
+        # broker and the others keep running.
+        manager.add_process(name, f"{sys.executable} -m services.supervise {name} {rapport} "
+                                  f"{command}", env=env)  # fmt: skip
+
+    for service in ("recognition", "feedback", "metrics", "digest"):
+        add(service, service)
     for i in range(aggregators):
         port = str(settings.aggregator_metrics_port + i)  # one /metrics port per worker
-        manager.add_process(
-            f"aggregator.{i + 1}",
-            f"{exe} aggregator",
-            env={**os.environ, "RAPPORT_AGGREGATOR_METRICS_PORT": port},
-        )
+        add(f"aggregator.{i + 1}", "aggregator",
+            {**os.environ, "RAPPORT_AGGREGATOR_METRICS_PORT": port})  # fmt: skip
     base = f"http://{settings.host}"
     urls = {
         "recognition": f"{base}:{settings.recognition_port}/docs",

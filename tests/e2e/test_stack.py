@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -176,6 +179,66 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert legal and all("Trust index" not in t for t in legal)
     others = [text for subject, text in digests.values() if not subject.startswith("legal,")]
     assert all("Trust index" in t for t in others)
+
+
+def children_of_this_run(var_dir: str, command: str) -> list[int]:
+    """Pids of `rapport <command>` processes started by this test's `rapport run` (their
+    environment names its var dir), not the supervisors that restart them."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue  # not a process, or gone
+        if (cmdline[-2:] == [command.encode(), b""] and b"services.supervise" not in cmdline
+                and f"RAPPORT_VAR_DIR={var_dir}".encode() in environ):  # fmt: skip
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_worker_and_service_come_back_and_totals_stay_exact(
+    stack: dict[str, str],
+) -> None:
+    api = f"http://127.0.0.1:{stack['RAPPORT_RECOGNITION_PORT']}"
+    metrics = f"http://127.0.0.1:{stack['RAPPORT_METRICS_PORT']}/metrics"
+    key_file = Path(stack["RAPPORT_VAR_DIR"]) / "dev-api-key"
+    wait_until(lambda: _ok(f"{api}/readyz") and key_file.exists(), timeout=60)
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    growth = 'rapport_recognitions_total{team="alpha",value="growth"}'
+
+    def post(n: int) -> None:
+        body = {"giver_id": "bob", "recipient_ids": ["ann"], "values": ["growth"],
+                "message": "thanks", "event_id": f"k{n}"}  # fmt: skip
+        with httpx.Client(base_url=api, headers=headers) as client:
+            assert client.post("/v1/recognitions", json=body).status_code == 202
+
+    def counted(n: float) -> bool:
+        try:
+            return parse(httpx.get(metrics).text).get(growth) == n
+        except httpx.HTTPError:
+            return False
+
+    with httpx.Client(base_url=api, headers=headers) as client:
+        assert client.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+    for n in range(5):
+        post(n)
+    wait_until(lambda: counted(5), timeout=60)
+    victims = {c: children_of_this_run(stack["RAPPORT_VAR_DIR"], c)
+               for c in ("aggregator", "recognition")}  # fmt: skip
+    assert all(len(pids) == 1 for pids in victims.values()), victims
+    for [pid] in victims.values():
+        os.kill(pid, signal.SIGKILL)
+    # Both come back as new processes, the broker and the rest untouched.
+    for command, [old] in victims.items():
+        wait_until(lambda c=command, o=old: children_of_this_run(stack["RAPPORT_VAR_DIR"], c)
+                   not in ([], [o]), timeout=30)  # fmt: skip
+    wait_until(lambda: _ok(f"{api}/readyz"), timeout=60)
+    for n in range(3, 10):  # 3 and 4 again: a client's retries, counted once
+        post(n)
+    wait_until(lambda: counted(10), timeout=90)
+    time.sleep(2)  # and nothing more comes
+    assert counted(10)
 
 
 def _ok(url: str) -> bool:
