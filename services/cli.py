@@ -159,9 +159,9 @@ def _release_large_buffers() -> None:
 @app.command()
 def aggregator() -> None:
     """Run one aggregator worker (start several to share the partitions)."""
-    import faust
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from services.aggregator import transport
     from services.aggregator.app import create_app
     from shared.topics import TopicsMismatch, check_partitions
 
@@ -175,7 +175,7 @@ def aggregator() -> None:
     registry = CollectorRegistry()
     if settings.aggregator_metrics_port:
         start_http_server(settings.aggregator_metrics_port, settings.host, registry)
-    worker = faust.Worker(create_app(settings, registry), loglevel="info")
+    worker = transport.Worker(create_app(settings, registry), loglevel="info")
     worker.execute_from_commandline()
 
 

@@ -169,7 +169,7 @@ def exit_unless_done() -> Iterator[None]:
         yield
     except asyncio.CancelledError:
         log.warning("stopped in the middle of a batch; it will be processed again")
-        os._exit(0)
+        os._exit(transport.EXIT_CUT_SHORT)
     except Exception:
         log.exception("a batch failed; exiting so that it is processed again")
         os._exit(1)

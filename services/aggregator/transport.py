@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
@@ -19,6 +22,11 @@ from shared.gaps import GapGuard, log_ends
 
 log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
+STOP_GRACE_S = 6.0  # after SIGTERM or Ctrl-C, then the worker exits whatever it waits for
+# The exit code of a worker stopped in the middle of a batch, or unable to stop cleanly
+# (the broker gone): non-zero, so that a supervisor restarts it; the batch is processed
+# again by whoever takes the partitions.
+EXIT_CUT_SHORT = 3
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -153,6 +161,28 @@ class IdempotentProducer(driver.Producer):
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class Worker(faust.Worker):
+    """faust's worker, stopped within ``STOP_GRACE_S`` of SIGTERM or SIGINT.
+
+    With the broker gone, faust's stop waits forever for its consumer thread (measured:
+    still there after 60 s). mode's Worker turns both signals into ``_schedule_shutdown``;
+    a watchdog started there ends the process if the stop takes longer.
+    """
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            watchdog = threading.Timer(STOP_GRACE_S, self._cut_short, args=(sig.name,))
+            watchdog.daemon = True
+            watchdog.start()
+        super()._schedule_shutdown(sig)
+
+    @staticmethod
+    def _cut_short(name: str) -> None:
+        log.error("not stopped %.0f s after %s (broker gone?): exiting now", STOP_GRACE_S, name)
+        logging.shutdown()
+        os._exit(EXIT_CUT_SHORT)
 
 
 def tune(app: faust.App, embedded: bool, lanes: Lanes) -> None:

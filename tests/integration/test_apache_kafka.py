@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from services.aggregator import transport
 from services.aggregator.app import create_app
 from shared import topics
 from shared.apache_kafka import KafkaCluster
@@ -22,7 +28,7 @@ from shared.events import PERSON
 from shared.kafka import BrokerRefusedIdempotence, Publisher, Record
 from shared.settings import Settings
 from shared.topics import create_topics
-from tests.conftest import wait_until
+from tests.conftest import ROOT, rapport_env, wait_until
 from tests.kafka_helpers import produce_raw, read_all
 
 
@@ -168,3 +174,29 @@ def test_a_partition_without_commit_is_not_sought_back_by_aiokafka(kafka: KafkaC
 
     # The day this fails, aiokafka seeks such partitions itself and the override can go.
     assert asyncio.run(position_after_seek_to_committed()) == (5, None, 5)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_stops_within_seconds_even_when_the_broker_is_gone(
+    kafka: KafkaCluster, tmp_path: Path, stop: signal.Signals
+) -> None:
+    asyncio.run(create_topics(settings_for(kafka, 1)))
+    log = tmp_path / "worker.log"
+    env = {**os.environ, **rapport_env("kafka", kafka.bootstrap_servers, tmp_path)}
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "services.cli", "aggregator"]
+        worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        wait_until(lambda: b"Worker ready" in log.read_bytes(), timeout=60)
+        kafka.kill(1)
+        time.sleep(2)
+        asked = time.monotonic()
+        worker.send_signal(stop)
+        returncode = worker.wait(timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        worker.kill()
+    # Non-zero: it could not leave cleanly, so a supervisor starts it again.
+    assert returncode == transport.EXIT_CUT_SHORT
+    assert took < transport.STOP_GRACE_S + 3
+    assert f"not stopped 6 s after {stop.name}" in log.read_text()

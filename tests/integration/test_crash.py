@@ -15,6 +15,7 @@ from subprocess import Popen
 
 import pytest
 
+from services.aggregator import transport
 from shared import topics
 from shared.codec import decode
 from shared.events import Person
@@ -107,8 +108,8 @@ def test_workers_joining_and_leaving_under_load_keep_totals_exact_and_never_go_b
     time.sleep(12)  # the three share the partitions, and the load goes on
     for worker in joined:  # 3 -> 1
         worker.send_signal(signal.SIGTERM)
-    for worker in joined:
-        assert worker.wait(timeout=30) == 0  # a clean stop: no batch left half done
+    for worker in joined:  # a clean stop, or one cut short in a batch processed again
+        assert worker.wait(timeout=30) in (0, transport.EXIT_CUT_SHORT)
     producer.join()
     wait_until(lambda: totals(settings) == expected, timeout=120)
     time.sleep(3)  # nothing late may push a team past its exact total
