@@ -41,6 +41,12 @@ Score = Annotated[int, Field(ge=1, le=5)]
 Pseudonym = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
+def event_key(source: str, event_id: str) -> str:
+    """The record key of a recognition: its identity, so that every record of one event
+    lands on one partition (the aggregator counts an event once there)."""
+    return f"{source}|{event_id}"
+
+
 def event_time(value: datetime | None, field: str) -> datetime:
     """When an event happened: ``value`` if given, else now.
 

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="How long the recognition log is kept; 0 = forever. "
         "It is the source of truth: every figure is rebuilt from it.",
     )
+    dedupe_horizon_days: int = Field(
+        default=8,
+        ge=7,
+        description="How long an event id is remembered: the same "
+        "(source, id) within it counts once, whatever else its records say.",
+    )
     survey_retention_days: int = Field(
         default=28,
         ge=1,

@@ -24,9 +24,12 @@ SNAPSHOTS = "rapport.metrics.snapshots.v1"
 DIGEST_LOG = "rapport.digest.deliveries.v1"
 # Internal: recognitions fanned out per team, keyed by team id (aggregator stage 2 input).
 TEAM_FACTS = "rapport.aggregator.team-facts.v1"
+# Internal: recognitions that were not on their event's partition, moved there.
+EVENTS = "rapport.aggregator.events.v1"
 AGGREGATOR_APP_ID = "rapport-aggregator"
 TEAM_DAYS_TABLE = "team-days"
 TEAM_TRUST_TABLE = "team-trust"
+EVENT_IDS_TABLE = "event-ids"
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -78,9 +81,11 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(dlq(SURVEY), 1, private),
         TopicSpec(TEAM_FACTS, n, private),
         TopicSpec(dlq(TEAM_FACTS), 1, private),
+        TopicSpec(EVENTS, n, private),
         # faust's table changelogs must match their source's partitions.
         TopicSpec(changelog(TEAM_DAYS_TABLE), n, compact),
         TopicSpec(changelog(TEAM_TRUST_TABLE), n, compact),
+        TopicSpec(changelog(EVENT_IDS_TABLE), n, compact),
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
         TopicSpec(DIRECTORY, 4, compact),
         TopicSpec(ROUNDS, 1, compact),

@@ -42,11 +42,12 @@ from shared.events import (
     RoundClosed,
     SelfAssessed,
     SurveyResponded,
+    event_key,
 )
 from shared.questions import catalogue
 from shared.settings import Settings
 
-from . import service, transport
+from . import once, service, transport
 from .metrics import AggregatorMetrics
 from .surveys import Surveys
 
@@ -61,7 +62,7 @@ IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broke
 # Under the broker's 1 MB a record, whatever one team sends: past it, a snapshot sheds
 # its oldest comments and days (the tables' records are small by construction).
 MAX_SNAPSHOT_BYTES = 900 * 1024
-INPUTS = (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS)
+INPUTS = (topics.RECOGNITION, topics.EVENTS, topics.SURVEY, topics.TEAM_FACTS)
 
 
 class Gate:
@@ -204,6 +205,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     # The input topics, each read a fetch at a time (see transport.Consumer).
     lanes = {t: asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}
+    lanes[topics.EVENTS] = lanes[topics.RECOGNITION]  # one stage fans both out
     transport.tune(app, settings.embedded, lanes)
     for name in INPUTS:
         app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
@@ -218,6 +220,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
     seen_cache: OrderedDict[str, set[int]] = OrderedDict()
     trust_table = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
+    event_table = app.Table(topics.EVENT_IDS_TABLE, partitions=n)
+    seen_events = once.SeenEvents(event_table.data, settings.dedupe_horizon_days)
     questions = catalogue(settings)
     known_values = frozenset(settings.values)
     surveys = Surveys(trust_table.data, questions, settings.anonymity_k, settings.comment_k)
@@ -228,12 +232,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     days_by_team: dict[str, set[str]] = defaultdict(set)
     partitioner = DefaultPartitioner()
     dirty: set[str] = set()  # teams whose snapshot is older than their tables
+    expired_before = [""]  # the day the events past the horizon were last forgotten
     gate = Gate()
 
     @functools.cache
     def team_partition(team_id: str) -> int:
         # The partition a producer picks for the team as key (murmur2, as Java's).
         return int(partitioner(team_id.encode(), list(range(n)), list(range(n))))
+
+    def event_partition(ce: CloudEvent) -> int:
+        key = event_key(ce.source, ce.id).encode()
+        return int(partitioner(key, list(range(n)), list(range(n))))
 
     async def publish_snapshot(team_id: str) -> Awaitable[Any]:
         buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
@@ -271,14 +280,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         headers = [*headers_of(message), (DLQ_REASON, reason.encode())]
         return await topic.send(key=message.key, value=message.value, headers=headers, force=True)
 
-    async def team_facts_of(message: Message, now: datetime) -> list[service.TeamFact]:
-        """Decode one recognition into team facts; raise if it cannot be counted."""
+    def recognition_of(message: Message) -> tuple[CloudEvent, RecognitionGiven]:
+        """Decode one recognition; raise if it cannot be counted."""
         ce = decode(headers_of(message), message.value)
         if ce.type != RECOGNITION_GIVEN:
             raise CodecError(f"unexpected ce_type {ce.type!r}")
         recognition = RecognitionGiven.model_validate(ce.data)
         if not known_values.issuperset(recognition.values):
             raise CodecError(f"unknown value in {list(recognition.values)}")
+        return ce, recognition
+
+    async def team_facts_of(
+        ce: CloudEvent, recognition: RecognitionGiven, now: datetime
+    ) -> list[service.TeamFact]:
         lag = (now - recognition.occurred_at).total_seconds()
         metrics.event_time_lag.observe(max(0.0, lag))
         try:
@@ -290,15 +304,44 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def fan_out_batch(messages: list[Message]) -> tuple[list[Awaitable[Any]], int]:
         sent = []
         by_partition: dict[int, list[service.TeamFact]] = defaultdict(list)
+        first_seen: dict[int, list[int]] = defaultdict(list)  # partition -> event, record
         now = datetime.now(UTC)
+        day = now.date().isoformat()
         for message in messages:
             try:
-                team_facts = await team_facts_of(message, now)
-            except (CodecError, ValidationError, service.Unresolvable) as exc:
+                ce, recognition = recognition_of(message)
+            except (CodecError, ValidationError) as exc:
                 sent.append(await to_dlq(message, str(exc)))
                 continue
+            partition = event_partition(ce)
+            if partition != message.partition:  # another producer's key: to its partition
+                sent.append(await send(topics.EVENTS, None, message.value, partition,
+                                       list(headers_of(message))))  # fmt: skip
+                continue
+            event = once.event_hash(ce.source, ce.id)
+            record = once.record_hash(message.value, headers_of(message))
+            verdict = seen_events.verdict(partition, event, record)
+            if verdict == "duplicate":  # the same event id, another record: counted once
+                metrics.duplicates.inc()
+                continue
+            try:
+                team_facts = await team_facts_of(ce, recognition, now)
+            except service.Unresolvable as exc:
+                sent.append(await to_dlq(message, str(exc)))
+                continue
+            if verdict == "new":
+                seen_events.add(partition, event, record)  # a second in this batch: duplicate
+                first_seen[partition] += [event, record]
             for f in team_facts:
                 by_partition[team_partition(f.team_id)].append(f)
+        topic = event_table.changelog_topic.get_topic_name()
+        for partition, pairs in first_seen.items():
+            for key, value in seen_events.remember(partition, day, pairs):
+                sent.append(await send(topic, orjson.dumps(key), orjson.dumps(value), partition))
+        if day != expired_before[0]:  # a new day (or new partitions): forget the oldest
+            expired_before[0] = day
+            for key in seen_events.expired(now.date()):  # a tombstone each
+                sent.append(await send(topic, orjson.dumps(key), None, int(key.split("/")[0])))
         for partition, team_facts in by_partition.items():
             for i in range(0, len(team_facts), FACTS_PER_RECORD):
                 value = service.dumps(team_facts[i : i + FACTS_PER_RECORD])
@@ -459,6 +502,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
         surveys.rebuild()
+        inputs = {tp.partition for tp in app.assignor.assigned_actives()
+                  if tp.topic == topics.RECOGNITION}  # fmt: skip
+        seen_events.rebuild(inputs)
+        expired_before[0] = ""  # the next batch forgets what is past the horizon
         teams = set(days_by_team) | set(surveys.teams())
         owned = [t for t in sorted(teams) if team_partition(t) in active]
         dirty.difference_update(owned)

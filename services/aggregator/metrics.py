@@ -35,6 +35,12 @@ class AggregatorMetrics:
             "without their oldest comment blocks and days.",
             registry=registry,
         )
+        self.duplicates = Counter(
+            "rapport_aggregator_duplicate_events",
+            "Recognitions not counted: another record of the same (source, id) counted "
+            "within the dedupe horizon (RAPPORT_DEDUPE_HORIZON_DAYS).",
+            registry=registry,
+        )
         self.partitions = Gauge(
             "rapport_aggregator_partitions",
             "Team-facts partitions this worker owns, set once their tables are recovered.",

@@ -17,6 +17,7 @@ from shared.events import (
     Person,
     RecognitionFields,
     RecognitionGiven,
+    event_key,
     event_time,
 )
 from shared.kafka import Publisher, Record
@@ -61,8 +62,8 @@ def recognition_record(event: RecognitionGiven, event_id: str, client: Client) -
         time=event.occurred_at,
         data=event.model_dump(mode="json"),
     )
-    # Keyed by giver: one person's kudos stay in order.
-    return Record.of(topics.RECOGNITION, event.giver_id, ce)
+    # Keyed by the event: its records meet on one partition, where it counts once.
+    return Record.of(topics.RECOGNITION, event_key(ce.source, ce.id), ce)
 
 
 def event_ids(requests: Sequence[RecognitionIn], idempotency_key: str | None) -> list[str]:

@@ -28,7 +28,7 @@ import orjson
 
 from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, encode
-from shared.events import RECOGNITION_GIVEN, Person
+from shared.events import RECOGNITION_GIVEN, Person, event_key
 from shared.settings import Settings
 from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
 from tests.kafka_helpers import put_people
@@ -116,6 +116,11 @@ def recognition_record(
     return encode(CloudEvent(f"raw-{i}", "/bench", RECOGNITION_GIVEN, at, data))
 
 
+def bench_key(i: int) -> bytes:
+    """Recognition ``i``'s key, as the services key theirs: by event."""
+    return event_key("/bench", f"raw-{i}").encode()
+
+
 def producer(settings: Settings) -> Any:
     from aiokafka import AIOKafkaProducer
 
@@ -131,7 +136,7 @@ async def raw_producer(settings: Settings, n: int, people: int = PEOPLE, days: i
     try:
         start = time.perf_counter()
         futures = [
-            await kafka.send(RECOGNITION, value, key=f"p{i % people}".encode(), headers=headers)
+            await kafka.send(RECOGNITION, value, key=bench_key(i), headers=headers)
             for i, (headers, value) in enumerate(records)
         ]
         await asyncio.gather(*futures)
@@ -374,8 +379,9 @@ async def steady_load(
             value = "direction" if killed.is_set() else "growth"
             for _ in range(rate // 20):
                 headers, record = recognition_record(i, value=value)
-                key = f"p{i % PEOPLE}".encode()
-                futures.append(await kafka.send(RECOGNITION, record, key=key, headers=headers))
+                futures.append(
+                    await kafka.send(RECOGNITION, record, key=bench_key(i), headers=headers)
+                )
                 sent[value] += 1
                 i += 1
             await asyncio.sleep(0.05)

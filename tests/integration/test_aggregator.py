@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 
@@ -92,3 +93,51 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     assert ops['rapport_aggregator_events_total{stage="aggregate"}'] >= 6  # facts
     assert ops["rapport_aggregator_event_time_lag_seconds_count"] >= 3
     assert 'rapport_aggregator_consumer_lag{stage="fan_out"}' in ops
+
+
+def test_the_same_event_id_counts_once_whatever_else_its_records_say(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> None:
+    asyncio.run(put_people(settings, PEOPLE))
+    port = free_port()
+    spawn("aggregator", log=tmp_path / "aggregator.log",
+          extra_env={"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)})  # fmt: skip
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    key = ensure_dev_key(settings)
+    with TestClient(create(settings), headers={"Authorization": f"Bearer {key}"}) as http:
+        body = {"giver_id": "bob", "recipient_ids": ["ann"], "message": "Thanks",
+                "values": ["growth"]}  # fmt: skip
+        # A client posts before midnight and retries after it: another occurred_at.
+        first = {**body, "occurred_at": yesterday.isoformat()}
+        retry = {**body, "occurred_at": datetime.now(UTC).isoformat()}
+        for sent in (first, retry):
+            answer = http.post("/v1/recognitions", json=sent, headers={"Idempotency-Key": "k1"})
+            assert answer.status_code == 202
+        # The same event id with another recipient (another team): still one event.
+        for recipient in ("ann", "cid"):
+            same_id = {**body, "recipient_ids": [recipient], "event_id": "e2"}
+            assert http.post("/v1/recognitions", json=same_id).status_code == 202
+    # Straight on the topic, keyed as each producer likes: one event from /slack-bot, two
+    # records of it (another recipient, another day), and another event of the same id
+    # from another source.
+    now = datetime.now(UTC)
+    data = {"giver_id": "lead", "recipient_ids": ["ann"], "message": "thanks",
+            "values": ["growth"], "channel": "slack", "occurred_at": now.isoformat()}  # fmt: skip
+    again = {**data, "recipient_ids": ["cid"], "occurred_at": yesterday.isoformat()}
+    records = [
+        (b"lead", CloudEvent("s1", "/slack-bot", RECOGNITION_GIVEN, now, data)),
+        (b"somewhere-else", CloudEvent("s1", "/slack-bot", RECOGNITION_GIVEN, now, again)),
+        (b"lead", CloudEvent("s1", "/survey-tool", RECOGNITION_GIVEN, now, data)),
+    ]
+    for record in records:  # one at a time: the second may reach its partition first
+        asyncio.run(produce(settings, topics.RECOGNITION, [record]))
+
+    def counted() -> dict[str, dict[str, int]]:
+        return {t: s["totals"] for t, s in latest_snapshots(settings).items()}  # type: ignore[misc]
+
+    # alpha: k1 (once), e2 (to ann, once), s1 from each source; beta: nothing.
+    wait_until(lambda: counted().get("alpha") == {"growth": 4}, timeout=60)
+    time.sleep(3)  # nothing late may count a duplicate
+    assert counted().get("alpha") == {"growth": 4} and "beta" not in counted()
+    ops = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+    assert ops["rapport_aggregator_duplicate_events_total"] == 3

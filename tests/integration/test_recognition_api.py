@@ -104,7 +104,7 @@ def test_batch_is_all_or_nothing(client: TestClient, settings: Settings) -> None
     assert client.post("/v1/recognitions/batch", json=too_many).status_code == 422
 
 
-def test_a_batch_lands_whole_keyed_by_giver(client: TestClient, settings: Settings) -> None:
+def test_a_batch_lands_whole_keyed_by_event(client: TestClient, settings: Settings) -> None:
     batch = [{**KUDOS, "giver_id": f"p{1 + i % 20}", "recipient_ids": [f"p{21 + i % 4}"],
               "event_id": f"b-{i}"} for i in range(60)]  # fmt: skip
     assert client.post("/v1/recognitions/batch", json={"recognitions": batch}).status_code == 202
@@ -115,8 +115,10 @@ def test_a_batch_lands_whole_keyed_by_giver(client: TestClient, settings: Settin
     partitions = list(range(settings.topic_partitions))
     by_partition: dict[int, list[int]] = {}
     for r in records:
-        assert r.key == decode(r.headers, r.value).data["giver_id"].encode()
-        # Where a keyed send puts it (murmur2, as Java's), so one giver's kudos stay in order.
+        ce = decode(r.headers, r.value)
+        assert r.key == f"{ce.source}|{ce.id}".encode()
+        # Where a keyed send puts it (murmur2, as Java's): every record of an event meets
+        # on one partition, where the aggregator counts it once.
         assert r.partition == DefaultPartitioner()(r.key, partitions, partitions)
         by_partition.setdefault(r.partition, []).append(int(decode(r.headers, r.value).id[2:]))
     assert len(by_partition) > 1

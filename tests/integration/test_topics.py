@@ -27,8 +27,10 @@ EXPECTED = {
     topics.dlq(topics.SURVEY): ("delete", WEEK),
     topics.TEAM_FACTS: ("delete", WEEK),  # survey answers pass through it
     topics.dlq(topics.TEAM_FACTS): ("delete", WEEK),
+    topics.EVENTS: ("delete", WEEK),
     "rapport-aggregator-team-days-changelog": ("compact", None),
     "rapport-aggregator-team-trust-changelog": ("compact", None),
+    "rapport-aggregator-event-ids-changelog": ("compact", None),
     topics.DIRECTORY: ("compact", None),
     topics.ROUNDS: ("compact", None),
     topics.SNAPSHOTS: ("compact", None),
@@ -73,7 +75,7 @@ def test_topics_get_settings_by_purpose_and_a_partition_mismatch_stops_the_aggre
 ) -> None:
     made = rapport(kafka_cluster, "topics")
     assert made.returncode == 0, made.stderr
-    assert "created 13 topic(s)" in made.stdout and "every topic as needed" in made.stdout
+    assert "created 15 topic(s)" in made.stdout and "every topic as needed" in made.stdout
 
     partitions, configs = asyncio.run(describe(kafka_cluster.bootstrap_servers))
     assert set(EXPECTED) <= set(partitions)

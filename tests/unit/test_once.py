@@ -1,0 +1,42 @@
+"""Once per event: verdicts, the day entries and their chunks, the horizon."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from services.aggregator import once
+
+
+def test_a_record_again_is_fanned_out_again_and_another_record_is_a_duplicate() -> None:
+    seen = once.SeenEvents({}, horizon_days=8)
+    event = once.event_hash("/slack-bot", "s1")
+    first = once.record_hash(b'{"recipient_ids": ["ann"]}', [("ce_id", b"s1")])
+    other = once.record_hash(b'{"recipient_ids": ["cid"]}', [("ce_id", b"s1")])
+    assert seen.verdict(0, event, first) == "new"
+    seen.add(0, event, first)
+    assert seen.verdict(0, event, first) == "again"
+    assert seen.verdict(0, event, other) == "duplicate"
+    assert seen.verdict(1, event, other) == "new"  # partitions apart: never the same event
+    assert once.event_hash("/survey-tool", "s1") != event  # ids are per source
+
+
+def test_entries_seal_into_chunks_are_read_back_and_expire_past_the_horizon() -> None:
+    data: dict[str, Any] = {}
+    seen = once.SeenEvents(data, horizon_days=8)
+    pairs = [n for i in range(once.CHUNK + 3) for n in (i, 10_000 + i)]
+    writes = seen.remember(2, "2026-11-20", pairs[: 2 * once.CHUNK])
+    assert [k for k, _ in writes] == ["2/2026-11-20#0", "2/2026-11-20"]  # chunk first
+    writes = seen.remember(2, "2026-11-20", pairs[2 * once.CHUNK :])
+    assert writes == [("2/2026-11-20", {"fresh": pairs[2 * once.CHUNK :], "sealed": 1})]
+    seen.remember(2, "2026-11-28", [7, 8])
+
+    again = once.SeenEvents(data, horizon_days=8)  # a worker that takes the partition over
+    again.rebuild([2])
+    assert again.verdict(2, once.CHUNK + 2, 10_000 + once.CHUNK + 2) == "again"
+    assert again.verdict(2, 0, 1) == "duplicate"
+    assert again.verdict(2, 7, 8) == "again"
+
+    gone = again.expired(date(2026, 11, 29))  # 8 days: the 20th is past, the 28th is not
+    assert sorted(gone) == ["2/2026-11-20", "2/2026-11-20#0"]
+    assert again.verdict(2, 0, 1) == "new" and again.verdict(2, 7, 8) == "again"
