@@ -25,7 +25,10 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def _logging() -> None:
+    from shared.logs import quiet_repeats
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_repeats()
 
 
 @app.command()

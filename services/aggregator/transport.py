@@ -19,6 +19,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
 from shared.gaps import GapGuard, log_ends
+from shared.logs import quiet_repeats
 
 log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
@@ -177,6 +178,10 @@ class Worker(faust.Worker):
             watchdog.daemon = True
             watchdog.start()
         super()._schedule_shutdown(sig)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        quiet_repeats(logger)
 
     @staticmethod
     def _cut_short(name: str) -> None:
