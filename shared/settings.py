@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         "the longest trust window (privacy).",
     )
     session_timeout_s: float | None = Field(
-        default=None, description="Consumer session timeout; default 4 s embedded, 30 s else."
+        default=None, description="Consumer session timeout: how long a dead worker holds "
+        "its partitions; default 4 s embedded, 6 s (Kafka's least) else."
     )
     publish_timeout_s: float = 5.0
     rate_limit_per_s: float = Field(
@@ -162,9 +163,11 @@ class Settings(BaseSettings):
     @property
     def session_timeout(self) -> float:
         # Tansu waits session_timeout/2 before completing a group join: keep it short there.
+        # On Kafka, a killed worker's partitions wait this long before moving (`make
+        # bench`, takeover on one node: 37.8 s at 30 s, 10.9 s at 6 s, the broker's least).
         if self.session_timeout_s is not None:
             return self.session_timeout_s
-        return 4.0 if self.embedded else 30.0
+        return 4.0 if self.embedded else 6.0
 
     @property
     def dev_key_file(self) -> Path:

@@ -8,6 +8,7 @@ event loop. Figures not measured yet are written as null.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
+from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, encode
 from shared.events import RECOGNITION_GIVEN, Person, event_key
@@ -49,6 +51,10 @@ TARGETS = {
 KEYS = ["ingest_single_rps", "ingest_single_p99_ms", "bare_fastapi_rps", "ingest_batch_eps",
         "raw_producer_eps", "aggregator_eps", "raw_consume_eps", "freshness_p50_s",
         "freshness_p99_s", "takeover_s", "aggregator_rss_mb"]  # fmt: skip
+
+
+BROKERS = {"tansu": "the embedded broker (Tansu)",
+           "kafka": "one Apache Kafka node (`BENCH_BROKER=kafka`)"}  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -147,22 +153,29 @@ async def raw_producer(settings: Settings, n: int, people: int = PEOPLE, days: i
 
 @contextmanager
 def embedded() -> Iterator[tuple[Settings, dict[str, str]]]:
-    """A fresh embedded broker with every topic; settings and env pointing at it."""
-    port = free_port()
+    """A fresh broker with every topic; settings and env pointing at it. The embedded
+    broker (Tansu), or one Apache Kafka node with ``BENCH_BROKER=kafka``."""
     var = Path(tempfile.mkdtemp(prefix="rapport-bench-"))
     # No rate limit: the bench measures the service, not the limit.
     env = {"RAPPORT_ENVIRONMENT": "development", "RAPPORT_RATE_LIMIT_PER_S": "0",
-           "RAPPORT_EMBEDDED_BROKER_PORT": str(port), "RAPPORT_VAR_DIR": str(var),
-           "RAPPORT_DEMO": "0", "RAPPORT_RECOGNITION_PORT": str(free_port())}  # fmt: skip
-    os.environ.update(env)
-    settings = Settings()
-    broker = start_tansu(port)
-    try:
+           "RAPPORT_VAR_DIR": str(var), "RAPPORT_DEMO": "0",
+           "RAPPORT_RECOGNITION_PORT": str(free_port())}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("BENCH_BROKER", "tansu") == "kafka":
+            cluster = stack.enter_context(KafkaCluster(1, var / "kafka"))
+            env["RAPPORT_KAFKA_BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
+        else:
+            port = free_port()
+            env["RAPPORT_EMBEDDED_BROKER_PORT"] = str(port)
+            broker = start_tansu(port)
+            stack.callback(broker.wait, timeout=10)
+            stack.callback(broker.terminate)
+        os.environ.update(env)
+        settings = Settings()
         asyncio.run(create_topics(settings))
         yield settings, env
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
+        for key in env:
+            os.environ.pop(key, None)
 
 
 def people(n: int = PEOPLE, team_size: int = 20) -> list[dict[str, Any]]:
@@ -457,7 +470,8 @@ def write(results: dict[str, Any]) -> None:
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}"
     (DOCS / "BENCHMARKS.md").write_text(
         f"# Benchmarks\n\nMeasured with `make bench` on {machine}, {results['measured_at']}, "
-        "the embedded broker (Tansu) on the same machine. Raw figures: "
+        f"{BROKERS[os.environ.get('BENCH_BROKER', 'tansu')]} on the same machine. Raw "
+        "figures: "
         "`docs/benchmarks.json`. One part alone: `.venv/bin/python -m tests.bench "
         "<part>` with a part of " + ", ".join(PARTS) + " (prints, writes nothing).\n\n"
         "| figure | measured | target | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
