@@ -79,8 +79,9 @@ class Settings(BaseSettings):
         "the longest trust window (privacy).",
     )
     session_timeout_s: float | None = Field(
-        default=None, description="Consumer session timeout: how long a dead worker holds "
-        "its partitions; default 4 s embedded, 6 s (Kafka's least) else."
+        default=None,
+        description="Consumer session timeout: how long a dead worker holds "
+        "its partitions; default 4 s embedded, 6 s (Kafka's least) else.",
     )
     publish_timeout_s: float = 5.0
     rate_limit_per_s: float = Field(
