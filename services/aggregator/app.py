@@ -235,14 +235,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     expired_before = [""]  # the day the events past the horizon were last forgotten
     gate = Gate()
 
-    @functools.cache
-    def team_partition(team_id: str) -> int:
-        # The partition a producer picks for the team as key (murmur2, as Java's).
-        return int(partitioner(team_id.encode(), list(range(n)), list(range(n))))
+    def key_partition(key: str) -> int:
+        # The partition a producer picks for this key (murmur2, as Java's).
+        return int(partitioner(key.encode(), list(range(n)), list(range(n))))
 
-    def event_partition(ce: CloudEvent) -> int:
-        key = event_key(ce.source, ce.id).encode()
-        return int(partitioner(key, list(range(n)), list(range(n))))
+    team_partition = functools.cache(key_partition)
 
     async def publish_snapshot(team_id: str) -> Awaitable[Any]:
         buckets = {d: table.data[service.table_key(team_id, d)] for d in days_by_team[team_id]}
@@ -313,7 +310,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             except (CodecError, ValidationError) as exc:
                 sent.append(await to_dlq(message, str(exc)))
                 continue
-            partition = event_partition(ce)
+            partition = key_partition(event_key(ce.source, ce.id))
             if partition != message.partition:  # another producer's key: to its partition
                 sent.append(await send(topics.EVENTS, None, message.value, partition,
                                        list(headers_of(message))))  # fmt: skip
@@ -502,9 +499,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         active = {tp.partition for tp in app.assignor.assigned_actives()
                   if tp.topic == topics.TEAM_FACTS}  # fmt: skip
         surveys.rebuild()
-        inputs = {tp.partition for tp in app.assignor.assigned_actives()
-                  if tp.topic == topics.RECOGNITION}  # fmt: skip
-        seen_events.rebuild(inputs)
+        seen_events.rebuild(active)  # co-partitioned: the recognition partitions too
         expired_before[0] = ""  # the next batch forgets what is past the horizon
         teams = set(days_by_team) | set(surveys.teams())
         owned = [t for t in sorted(teams) if team_partition(t) in active]
