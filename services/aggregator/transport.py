@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
+from signal import Signals
 from typing import Any, ClassVar
 
 import faust
@@ -73,6 +74,17 @@ class Consumer(driver.Consumer):
         if taken:
             puts = [self.lanes[topic].put(messages) for topic, messages in taken.items()]
             await self.wait_first(asyncio.gather(*puts), self.suspend_flow.wait())
+            self._taken_in({m.tp for messages in taken.values() for m in messages})
+
+    def _taken_in(self, tps: set[TP]) -> None:
+        # What faust's streams record when they take an event: its consumer thread logs
+        # an ERROR ("Stream has not started processing", every few seconds) for a
+        # partition behind its highwater with no such time for 300 s, as in any long
+        # catch-up. Set when a lane accepts a fetch, the check keeps its meaning: a
+        # stage that takes nothing for that long.
+        now = time.monotonic()
+        for tp in tps:
+            self.app.monitor.stream_inbound_time[tp] = now
 
     def _fetch(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         return super().getmany(timeout)
@@ -172,12 +184,12 @@ class Worker(faust.Worker):
     a watchdog started there ends the process if the stop takes longer.
     """
 
-    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+    def _schedule_shutdown(self, signal: Signals) -> None:
         if not self._signal_stop_time:
-            watchdog = threading.Timer(STOP_GRACE_S, self._cut_short, args=(sig.name,))
+            watchdog = threading.Timer(STOP_GRACE_S, self._cut_short, args=(signal.name,))
             watchdog.daemon = True
             watchdog.start()
-        super()._schedule_shutdown(sig)
+        super()._schedule_shutdown(signal)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
@@ -199,3 +211,8 @@ def tune(app: faust.App, embedded: bool, lanes: Lanes) -> None:
     transport = type("Transport", (driver.Transport,), {"Consumer": consumer,
                                                        "Producer": producer})  # fmt: skip
     app.transport = transport(app.conf.broker_consumer, app)
+
+
+def active_partitions(app: faust.App, topic: str) -> set[int]:
+    """The partitions of ``topic`` this worker owns as active (not standby)."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}

@@ -1,8 +1,9 @@
-"""`make bench`: measure Rapport on this machine in one run, beside the ceilings.
+"""`make bench`: measure Rapport on this machine in one run, on both brokers side by
+side (the embedded Tansu and one Apache Kafka node), beside the ceilings.
 
-Writes docs/benchmarks.json (raw figures) and docs/BENCHMARKS.md (a table). Load comes
-from separate processes (wrk, or a producer process) so it does not share the service's
-event loop. Figures not measured yet are written as null.
+Writes docs/benchmarks.json (raw figures, by broker) and docs/BENCHMARKS.md (a table).
+Load comes from separate processes (wrk, or a producer process) so it does not share the
+service's event loop. Figures not measured are written as null.
 """
 
 from __future__ import annotations
@@ -46,15 +47,18 @@ WRK_TIMEOUT_S = 10
 TARGETS = {
     "ingest_single_rps": (">=", 3000), "ingest_single_p99_ms": ("<=", 50),
     "ingest_batch_eps": (">=", 50_000), "aggregator_eps": (">=", 20_000),
-    "freshness_p99_s": ("<=", 1), "takeover_s": ("<=", 10), "aggregator_rss_mb": ("<=", 500),
+    "freshness_p99_s": ("<=", 1), "takeover_s": ("<=", 10), "takeover_history_s": ("<=", 10),
+    "aggregator_rss_mb": ("<=", 500),
 }  # fmt: skip
 KEYS = ["ingest_single_rps", "ingest_single_p99_ms", "bare_fastapi_rps", "ingest_batch_eps",
         "raw_producer_eps", "aggregator_eps", "raw_consume_eps", "freshness_p50_s",
-        "freshness_p99_s", "takeover_s", "aggregator_rss_mb"]  # fmt: skip
+        "freshness_p99_s", "takeover_s", "takeover_history_s", "aggregator_rss_mb"]  # fmt: skip
 
 
-BROKERS = {"tansu": "the embedded broker (Tansu)",
-           "kafka": "one Apache Kafka node (`BENCH_BROKER=kafka`)"}  # fmt: skip
+BROKERS = {"tansu": "Tansu (embedded)", "kafka": "Apache Kafka (one node)"}
+HISTORY_EVENTS = 1_000_000
+HISTORY_PEOPLE = 100_000  # 5,000 teams of 20
+HISTORY_DAYS = 28
 
 
 def log(message: str) -> None:
@@ -152,30 +156,34 @@ async def raw_producer(settings: Settings, n: int, people: int = PEOPLE, days: i
 
 
 @contextmanager
-def embedded() -> Iterator[tuple[Settings, dict[str, str]]]:
-    """A fresh broker with every topic; settings and env pointing at it. The embedded
-    broker (Tansu), or one Apache Kafka node with ``BENCH_BROKER=kafka``."""
+def embedded(broker: str) -> Iterator[tuple[Settings, dict[str, str]]]:
+    """A fresh broker with every topic; settings and env pointing at it. ``broker``:
+    "tansu" (the embedded broker) or "kafka" (one Apache Kafka node); worker logs go to
+    ``worker-*.log`` in its directory."""
     var = Path(tempfile.mkdtemp(prefix="rapport-bench-"))
     # No rate limit: the bench measures the service, not the limit.
     env = {"RAPPORT_ENVIRONMENT": "development", "RAPPORT_RATE_LIMIT_PER_S": "0",
            "RAPPORT_VAR_DIR": str(var), "RAPPORT_DEMO": "0",
            "RAPPORT_RECOGNITION_PORT": str(free_port())}  # fmt: skip
     with contextlib.ExitStack() as stack:
-        if os.environ.get("BENCH_BROKER", "tansu") == "kafka":
+        if broker == "kafka":
             cluster = stack.enter_context(KafkaCluster(1, var / "kafka"))
             env["RAPPORT_KAFKA_BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
         else:
             port = free_port()
             env["RAPPORT_EMBEDDED_BROKER_PORT"] = str(port)
-            broker = start_tansu(port)
-            stack.callback(broker.wait, timeout=10)
-            stack.callback(broker.terminate)
+            tansu = start_tansu(port)
+            stack.callback(tansu.wait, timeout=10)
+            stack.callback(tansu.terminate)
         os.environ.update(env)
         settings = Settings()
         asyncio.run(create_topics(settings))
-        yield settings, env
-        for key in env:
-            os.environ.pop(key, None)
+        log(f"{BROKERS[broker]}, files in {var}")
+        try:
+            yield settings, env
+        finally:
+            for key in env:
+                os.environ.pop(key, None)
 
 
 def people(n: int = PEOPLE, team_size: int = 20) -> list[dict[str, Any]]:
@@ -184,8 +192,8 @@ def people(n: int = PEOPLE, team_size: int = 20) -> list[dict[str, Any]]:
             for i in range(n)]  # fmt: skip
 
 
-def ingest(results: dict[str, Any]) -> None:
-    with embedded() as (settings, env):
+def ingest(results: dict[str, Any], broker: str) -> None:
+    with embedded(broker) as (settings, env):
         url = f"http://127.0.0.1:{settings.recognition_port}"
         cli = [sys.executable, "-m", "services.cli"]
         with process([*cli, "recognition"], env, f"{url}/readyz"):
@@ -274,12 +282,15 @@ def rss_mb(pid: int) -> int:
 
 
 def worker(env: dict[str, str], metrics_port: int) -> subprocess.Popen[bytes]:
-    """An aggregator worker process, its /metrics on ``metrics_port``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "aggregator"],
-        env={**os.environ, **env, "RAPPORT_AGGREGATOR_METRICS_PORT": str(metrics_port)},
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    """An aggregator worker process, its /metrics on ``metrics_port``, its log in the
+    broker's directory."""
+    logfile = Path(env["RAPPORT_VAR_DIR"]) / f"worker-{metrics_port}.log"
+    with logfile.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "aggregator"],
+            env={**os.environ, **env, "RAPPORT_AGGREGATOR_METRICS_PORT": str(metrics_port)},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 @contextmanager
@@ -305,9 +316,9 @@ def started(metrics_url: str) -> float:
     return time.perf_counter()
 
 
-def aggregator(results: dict[str, Any], n: int = 200_000) -> None:
+def aggregator(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
     """One worker draining a preloaded topic of ``n`` recognitions to exact totals."""
-    with embedded() as (settings, env):
+    with embedded(broker) as (settings, env):
         asyncio.run(put_people(settings, [Person(**p) for p in people()]))
         log(f"preloading {n:,} recognitions ...")
         asyncio.run(raw_producer(settings, n))
@@ -321,30 +332,49 @@ def aggregator(results: dict[str, Any], n: int = 200_000) -> None:
             results["aggregator_rss_mb_200k"] = rss_mb(proc.pid)
 
 
-def memory(results: dict[str, Any], n: int = 1_000_000, population: int = 100_000) -> None:
-    """RSS of one worker after ``n`` recognitions among ``population`` people (teams of
-    20), spread over 28 days."""
-    with embedded() as (settings, env):
-        asyncio.run(put_people(settings, [Person(**p) for p in people(population)]))
-        log(f"preloading {n:,} recognitions among {population:,} people ...")
-        asyncio.run(raw_producer(settings, n, population, days=28))
+def history(results: dict[str, Any], broker: str) -> None:
+    """One worker after ``HISTORY_EVENTS`` recognitions among ``HISTORY_PEOPLE`` people
+    over ``HISTORY_DAYS`` days: its throughput and RSS; then a second worker joins, and
+    is SIGKILLed under load: until the first owns every partition again."""
+    with embedded(broker) as (settings, env):
+        population = [Person(**p) for p in people(HISTORY_PEOPLE)]
+        asyncio.run(put_people(settings, population))
+        n = HISTORY_EVENTS
+        log(f"preloading {n:,} recognitions among {HISTORY_PEOPLE:,} people ...")
+        asyncio.run(raw_producer(settings, n, HISTORY_PEOPLE, days=HISTORY_DAYS))
         log("one aggregator worker ...")
-        with workers(env, 1) as [(proc, metrics)]:
-            seconds = asyncio.run(drained(settings, n, started(metrics)))
+        with workers(env, 1) as [(proc, survivor)]:
+            seconds = asyncio.run(drained(settings, n, started(survivor)))
             results["aggregator_rss_mb"] = rss_mb(proc.pid)
             results["aggregator_eps_1m"] = round(n / seconds)
+            log(f"a second worker joins: {n:,} recognitions of history in the tables ...")
+            with workers(env, 1) as [(victim, joined)]:
+                partitions = settings.topic_partitions
+                while metric_value(joined, "rapport_aggregator_partitions", "") == 0 or (
+                    metric_value(survivor, "rapport_aggregator_partitions", "") == partitions
+                ):
+                    time.sleep(0.1)
+                log("takeover with history: 2,000 recognitions a second, then SIGKILL ...")
+                owned, counted = asyncio.run(kill_under_load(settings, victim, survivor, n))
+                results["takeover_history_s"] = round(owned, 2)
+                results["takeover_history_backlog_counted_s"] = round(counted, 2)
+                results["aggregator_rss_mb_after_takeover"] = rss_mb(proc.pid)
 
 
 def metric_value(url: str, name: str, labels: str) -> float:
-    """One sample from a /metrics page; 0 if absent."""
+    """One sample from a /metrics page; 0 if absent (or not served yet)."""
     selector = f"{{{re.escape(labels)}}}" if labels else ""
-    found = re.search(rf"^{name}{selector} ([\d.e+]+)$", httpx.get(url).text, re.M)
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return 0
+    found = re.search(rf"^{name}{selector} ([\d.e+]+)$", text, re.M)
     return float(found[1]) if found else 0
 
 
-def freshness(results: dict[str, Any], samples: int = 200) -> None:
+def freshness(results: dict[str, Any], broker: str, samples: int = 200) -> None:
     """Seconds from a POST's 202 until the metrics service's /metrics counts it."""
-    with embedded() as (settings, env):
+    with embedded(broker) as (settings, env):
         env["RAPPORT_METRICS_PORT"] = str(free_port())
         cli = [sys.executable, "-m", "services.cli"]
         api = f"http://127.0.0.1:{settings.recognition_port}"
@@ -381,13 +411,14 @@ def freshness(results: dict[str, Any], samples: int = 200) -> None:
 
 
 async def steady_load(
-    settings: Settings, rate: int, killed: asyncio.Event, sent: dict[str, int]
+    settings: Settings, rate: int, killed: asyncio.Event, sent: dict[str, int], first: int
 ) -> None:
-    """Produce ``rate`` recognitions a second: "growth" until ``killed``, then "direction"."""
+    """Produce ``rate`` recognitions a second, ids from ``first`` on: "growth" until
+    ``killed``, then "direction"."""
     kafka = producer(settings)
     await kafka.start()
     try:
-        i, futures = 0, []
+        i, futures = first, []
         while sent["direction"] < rate * 5:
             value = "direction" if killed.is_set() else "growth"
             for _ in range(rate // 20):
@@ -410,27 +441,28 @@ def owns(metrics_url: str, partitions: int) -> None:
 
 
 async def kill_under_load(
-    settings: Settings, victim: subprocess.Popen[bytes], survivor: str
+    settings: Settings, victim: subprocess.Popen[bytes], survivor: str, before: int = 0
 ) -> tuple[float, float]:
     """SIGKILL ``victim`` under load. Seconds until the ``survivor`` (its /metrics URL)
-    owns every partition, and until every recognition sent before the kill is counted."""
+    owns every partition, and until every recognition sent before the kill is counted
+    (``before`` were on the topic already, "growth" each)."""
     killed = asyncio.Event()
     sent = {"growth": 0, "direction": 0}
-    load = asyncio.create_task(steady_load(settings, 2000, killed, sent))
+    load = asyncio.create_task(steady_load(settings, 2000, killed, sent, first=before))
     await asyncio.sleep(10)  # both workers busy
     victim.send_signal(signal.SIGKILL)
     start = time.perf_counter()
     killed.set()
     await asyncio.to_thread(owns, survivor, settings.topic_partitions)
     owned = time.perf_counter() - start
-    counted = await drained(settings, sent["growth"], start)
+    counted = await drained(settings, before + sent["growth"], start)
     await load
     return owned, counted
 
 
-def takeover(results: dict[str, Any]) -> None:
+def takeover(results: dict[str, Any], broker: str) -> None:
     """Two workers under load, one SIGKILLed: until the survivor owns its partitions."""
-    with embedded() as (settings, env):
+    with embedded(broker) as (settings, env):
         asyncio.run(put_people(settings, [Person(**p) for p in people()]))
         with workers(env, 2) as [(victim, _), (_, survivor)]:
             time.sleep(3 * settings.session_timeout)  # both in the group
@@ -440,7 +472,9 @@ def takeover(results: dict[str, Any]) -> None:
             results["takeover_backlog_counted_s"] = round(counted, 2)
 
 
-def bare(results: dict[str, Any]) -> None:
+def bare(results: dict[str, Any], broker: str) -> None:
+    """The ceiling of a single POST: a bare FastAPI endpoint (no broker; measured beside
+    each broker's figures, in the same conditions)."""
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "tests.bench.bare:app", "--port", str(port),
             "--log-level", "warning"]  # fmt: skip
@@ -452,34 +486,39 @@ def bare(results: dict[str, Any]) -> None:
         results["bare_fastapi_rps"] = round(rps)
 
 
+def cell(key: str, value: Any) -> str:
+    if value is None:
+        return "not measured"
+    op, target = TARGETS.get(key, ("", None))
+    if target is None:
+        return f"{value:,}"
+    ok = value >= target if op == ">=" else value <= target
+    return f"{value:,}" + ("" if ok else " (**missed**)")
+
+
 def write(results: dict[str, Any]) -> None:
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    brokers = list(BROKERS)
     rows = []
-    for key in KEYS:
-        value = results.get(key)
+    for key in KEYS + sorted({k for b in brokers for k in results[b]} - set(KEYS)):
         op, target = TARGETS.get(key, ("", None))
-        verdict = ""
-        if value is not None and target is not None:
-            ok = value >= target if op == ">=" else value <= target
-            verdict = "met" if ok else "**missed**"
-        shown = "not measured yet" if value is None else f"{value:,}"
-        rows.append(f"| `{key}` | {shown} | {f'{op} {target:,}' if target else ''} | {verdict} |")
-    extras = [f"| `{k}` | {v:,} |" for k, v in results.items()
-              if k not in KEYS and isinstance(v, int | float)]  # fmt: skip
-    machine = f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        cells = " | ".join(cell(key, results[b].get(key)) for b in brokers)
+        rows.append(f"| `{key}` | {cells} | {f'{op} {target:,}' if target else ''} |")
     (DOCS / "BENCHMARKS.md").write_text(
-        f"# Benchmarks\n\nMeasured with `make bench` on {machine}, {results['measured_at']}, "
-        f"{BROKERS[os.environ.get('BENCH_BROKER', 'tansu')]} on the same machine. Raw "
-        "figures: "
-        "`docs/benchmarks.json`. One part alone: `.venv/bin/python -m tests.bench "
-        "<part>` with a part of " + ", ".join(PARTS) + " (prints, writes nothing).\n\n"
-        "| figure | measured | target | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"# Benchmarks\n\nMeasured with `make bench` on {results['machine']}, "
+        f"{results['measured_at']}: every part on each broker in turn, on the same machine. "
+        "Raw figures: `docs/benchmarks.json`. One part alone, on one broker or both: "
+        "`.venv/bin/python -m tests.bench <part> [--broker tansu|kafka]` with a part of "
+        + ", ".join(PARTS)
+        + " (prints, writes nothing).\n\n"
+        "| figure | " + " | ".join(BROKERS.values()) + " | target |\n"
+        "|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "How:\n"
         f"- ingest: wrk (1 thread, {CONNECTIONS} connections, {DURATION_S} s, "
         f"{WRK_TIMEOUT_S} s timeout) from its own process against the recognition service, "
         "every 202 acknowledged by the broker; the bare endpoint validates the same body "
-        f"without Kafka; batches hold {BATCH}, over {BATCH_CONNECTIONS} connections; "
+        f"without a broker; batches hold {BATCH}, over {BATCH_CONNECTIONS} connections; "
         "`*_failed` counts answers other than 2xx and requests timed out; the raw "
         "producer sends the same records with aiokafka (acks=all).\n"
         "- aggregator: one worker drains 200,000 preloaded recognitions (1,000 people, 50 "
@@ -489,26 +528,39 @@ def write(results: dict[str, Any]) -> None:
         "service's /metrics counts it.\n"
         "- takeover: two workers at 2,000 recognitions/s, one SIGKILLed: until the "
         "survivor owns every partition with its tables recovered "
-        "(`takeover_backlog_counted_s`: until every recognition sent before the kill is "
-        "in the snapshots).\n"
-        "- RSS: one worker after 1,000,000 recognitions among 100,000 people (5,000 teams), "
-        "over 28 days.\n\n"
-        "Other figures:\n\n| figure | measured |\n|---|---|\n" + "\n".join(extras) + "\n"
+        "(`*_backlog_counted_s`: until every recognition sent before the kill is "
+        "in the snapshots, exactly).\n"
+        f"- history: one worker drains {HISTORY_EVENTS:,} recognitions among "
+        f"{HISTORY_PEOPLE:,} people (5,000 teams) over {HISTORY_DAYS} days "
+        "(`aggregator_eps_1m`, `aggregator_rss_mb`); a second worker joins, and is "
+        "SIGKILLed under the same load as above (`takeover_history_s`).\n"
     )
 
 
 PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "freshness": freshness,
-         "takeover": takeover, "memory": memory}  # fmt: skip
+         "takeover": takeover, "history": history}  # fmt: skip
 
 
 def main() -> None:
-    """Run every part, or only those named on the command line (then nothing is written)."""
-    chosen = sys.argv[1:] or list(PARTS)
-    results: dict[str, Any] = dict.fromkeys(KEYS)
-    results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    """Run every part on both brokers, or the parts named on the command line on the
+    brokers named with ``--broker`` (then nothing is written)."""
+    args = sys.argv[1:]
+    brokers = list(BROKERS)
+    if "--broker" in args:
+        at = args.index("--broker")
+        brokers = [args[at + 1]]
+        del args[at : at + 2]
+    chosen = args or list(PARTS)
+    results: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        **{b: dict.fromkeys(KEYS) for b in BROKERS},
+    }
     for part in chosen:
-        PARTS[part](results)
-    if chosen == list(PARTS):
+        for broker in brokers:
+            log(f"{part} on {BROKERS[broker]}")
+            PARTS[part](results[broker], broker)
+    if chosen == list(PARTS) and brokers == list(BROKERS):
         write(results)
     log(json.dumps(results))
 

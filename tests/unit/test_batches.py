@@ -15,7 +15,7 @@ from typing import Any
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from services.aggregator.app import Gate, in_batches
+from services.aggregator.batches import Gate, in_batches
 from services.aggregator.metrics import AggregatorMetrics
 
 PARTITION = TP("rapport.recognition.v1", 0)

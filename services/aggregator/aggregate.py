@@ -1,0 +1,136 @@
+"""Stage three: team facts and survey events into the team tables.
+
+rapport.aggregator.team-facts.v1 --> tables team-days (key: team/day, and team/day#n
+for sealed fact ids) and team-trust (keys: see surveys.py)
+
+Every table write goes to the changelog on the partition of the record that caused it,
+so stream, table and changelog stay co-partitioned; the teams changed are marked for
+the next snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import orjson
+from faust.types import Message
+
+from shared import topics
+from shared.questions import Catalogue
+
+from . import service
+from .forward import feedback_of
+from .output import Output, Sent, headers_of
+from .publish import Snapshots
+from .surveys import Surveys
+
+log = logging.getLogger(__name__)
+SEEN_CACHE_BUCKETS = 4096
+FACTS_DLQ = topics.dlq(topics.TEAM_FACTS)
+SURVEY_DLQ = topics.dlq(topics.SURVEY)
+
+
+class Aggregate:
+    def __init__(
+        self,
+        out: Output,
+        days: MutableMapping[str, Any],
+        days_changelog: str,
+        surveys: Surveys,
+        trust_changelog: str,
+        questions: Catalogue,
+        partition_of: Callable[[str], int],
+        snapshots: Snapshots,
+    ) -> None:
+        self.out = out
+        self.days = days  # the team-days table
+        self.days_changelog = days_changelog
+        self.surveys = surveys
+        self.trust_changelog = trust_changelog
+        self.questions = questions
+        self.partition_of = partition_of
+        self.snapshots = snapshots
+        # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
+        self.seen_cache: OrderedDict[str, set[int]] = OrderedDict()
+
+    def recovered(self) -> None:
+        """After a rebalance: the tables may have changed under the caches."""
+        self.seen_cache.clear()
+        self.surveys.rebuild()
+
+    async def batch(self, messages: list[Message]) -> tuple[list[Sent], int]:
+        grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
+        sent: list[Sent] = []
+        handled = 0
+        for message in messages:
+            if any(h == "ce_type" for h, _ in headers_of(message)):
+                # A forwarded survey event (recognition facts carry no headers).
+                sent += await self.apply_feedback(message)
+                handled += 1
+                continue
+            try:
+                team_facts = service.loads(message.value or b"[]")  # None: no facts
+            except (ValueError, TypeError) as exc:  # not written by a worker: never a crash loop
+                reason = f"unreadable team facts: {exc}"
+                sent.append(await self.out.to_dlq(message, reason, FACTS_DLQ))
+                continue
+            for f in team_facts:
+                grouped[(service.table_key(f.team_id, f.day), message.partition)].append(f)
+                handled += 1
+        for (key, partition), team_facts in grouped.items():
+            sent += await self.apply_facts(key, partition, team_facts)
+        return sent, handled
+
+    async def apply_facts(
+        self, key: str, partition: int, team_facts: list[service.TeamFact]
+    ) -> list[Sent]:
+        sent = []
+        bucket = service.apply(self.days.get(key), team_facts, self.seen_of(key))
+        if bucket is not None:
+            updates: list[tuple[str, Any]] = [(key, bucket)]
+            sealed = service.seal(bucket)
+            if sealed is not None:
+                # First: a partition keeps its order, so the chunk is on the log
+                # before the bucket that counts it (see service.seal).
+                updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
+            for k, value in updates:
+                self.days[k] = value
+                # JSON, as the table's serializers read it back.
+                record = orjson.dumps(k), orjson.dumps(value)
+                sent.append(await self.out.send(self.days_changelog, *record, partition))
+        # Marked even for duplicates: a crash may have come before the snapshot of the
+        # first delivery went out.
+        self.snapshots.changed(*service.split_key(key))
+        return sent
+
+    async def apply_feedback(self, message: Message) -> list[Sent]:
+        try:
+            ce, item = feedback_of(message, self.questions)
+            updates, moved = self.surveys.changes(ce, item, message.partition, self.partition_of)
+        except Exception as exc:  # one record, whatever is wrong with it: never a crash loop
+            log.warning("survey record at %s/%d not counted: %r", message.tp, message.offset,
+                        exc)  # fmt: skip
+            return [await self.out.to_dlq(message, f"{type(exc).__name__}: {exc}", SURVEY_DLQ)]
+        self.surveys.commit(updates)
+        sent = []
+        for key, value in updates:
+            # Raw JSON as the table reads it back; None deletes the key on recovery.
+            raw = orjson.dumps(value) if value is not None else None
+            sent.append(await self.out.send(self.trust_changelog, orjson.dumps(key), raw,
+                                            message.partition))  # fmt: skip
+        for team_id in moved:
+            self.snapshots.changed(team_id)
+        return sent
+
+    def seen_of(self, key: str) -> set[int]:
+        if key in self.seen_cache:
+            self.seen_cache.move_to_end(key)
+            return self.seen_cache[key]
+        chunk = lambda n: self.days[service.chunk_key(key, n)]  # noqa: E731
+        seen = self.seen_cache[key] = service.seen_ids(self.days.get(key), chunk)
+        if len(self.seen_cache) > SEEN_CACHE_BUCKETS:
+            self.seen_cache.popitem(last=False)
+        return seen

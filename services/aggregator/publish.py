@@ -1,0 +1,97 @@
+"""Stage four: team snapshots out, from the tables.
+
+tables team-days and team-trust --> rapport.metrics.snapshots.v1 (key: team)
+
+On a timer, every team whose tables changed since the last tick is published once,
+however busy it was; after a rebalance, every team the worker now owns is published
+again, so a snapshot lost in a crash is written again from the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import topics
+from shared.codec import CloudEvent, encode
+from shared.events import TEAM_SNAPSHOT
+
+from . import service
+from .metrics import AggregatorMetrics
+from .output import Output, Sent
+from .surveys import Surveys
+
+log = logging.getLogger(__name__)
+SOURCE = "/rapport/aggregator"
+SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the broker
+# Under the broker's 1 MB a record, whatever one team sends: past it, a snapshot sheds
+# its oldest comments and days (the tables' records are small by construction).
+MAX_SNAPSHOT_BYTES = 900 * 1024
+
+
+class Snapshots:
+    def __init__(
+        self,
+        out: Output,
+        days: Mapping[str, Any],
+        surveys: Surveys,
+        partition_of: Callable[[str], int],
+        metrics: AggregatorMetrics,
+    ) -> None:
+        self.out = out
+        self.days = days  # the team-days table
+        self.surveys = surveys
+        self.partition_of = partition_of
+        self.metrics = metrics
+        self.days_by_team: dict[str, set[str]] = defaultdict(set)
+        self.dirty: set[str] = set()  # teams whose snapshot is older than their tables
+
+    def changed(self, team_id: str, day: str | None = None) -> None:
+        """``team_id``'s tables changed (its ``day`` bucket, if one)."""
+        if day is not None:
+            self.days_by_team[team_id].add(day)
+        self.dirty.add(team_id)
+
+    async def tick(self, active: set[int]) -> None:
+        """Publish the teams that changed, on the ``active`` partitions."""
+        teams = [t for t in self.dirty if self.partition_of(t) in active]
+        self.dirty.clear()
+        await self.publish(teams)
+
+    async def recovered(self, active: set[int]) -> int:
+        """After a rebalance: read the team-days table again and publish every team on
+        the ``active`` partitions; how many."""
+        self.days_by_team.clear()
+        for key in list(self.days.keys()):
+            if not service.is_chunk_key(key):
+                team_id, day = service.split_key(key)
+                self.days_by_team[team_id].add(day)
+        teams = set(self.days_by_team) | set(self.surveys.teams())
+        owned = [t for t in sorted(teams) if self.partition_of(t) in active]
+        self.dirty.difference_update(owned)
+        await self.publish(owned)
+        return len(owned)
+
+    async def publish(self, teams: Iterable[str]) -> None:
+        # A slice at a time: with thousands of teams, all their snapshots at once would
+        # sit in the producer's buffers together (over 100 MB with 5,000 teams).
+        teams = list(teams)
+        for i in range(0, len(teams), SNAPSHOT_SLICE):
+            await asyncio.gather(*[await self.send(t) for t in teams[i : i + SNAPSHOT_SLICE]])
+
+    async def send(self, team_id: str) -> Sent:
+        days = self.days_by_team[team_id]
+        buckets = {d: self.days[service.table_key(team_id, d)] for d in days}
+        now = datetime.now(UTC)
+        data = service.build_snapshot(team_id, buckets, self.surveys.team_trust(team_id), now)
+        if over := service.fit_snapshot(data, MAX_SNAPSHOT_BYTES):
+            log.warning("snapshot of %s was %d bytes over; oldest comments/days left out",
+                        team_id, over)  # fmt: skip
+            self.metrics.trimmed.inc()
+        ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)
+        headers, value = encode(ce)
+        return await self.out.send(topics.SNAPSHOTS, team_id.encode(), value, headers=headers)

@@ -1,0 +1,109 @@
+"""Pins what ``services.aggregator.transport`` relies on inside faust, mode and aiokafka.
+
+Each override there replaces or extends a method of a library class: if an upgrade
+renames it, changes its parameters or stops calling it, these fail before a worker
+quietly runs without the fix. (Behaviours with their own tests: ``_new_offset`` in
+test_gaps.py; ``seek_to_committed``, ``_settings_extra`` and the stop watchdog in
+test_apache_kafka.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+from mode import Worker as ModeWorker
+
+from services.aggregator import transport
+from services.aggregator.app import create_app
+from shared.logs import Repeats
+from shared.settings import Settings
+
+OVERRIDES = [
+    (transport.ConsumerThread, driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (transport.Consumer, driver.Consumer, "_new_consumer_thread"),
+    (transport.Consumer, driver.Consumer, "getmany"),
+    (transport.Consumer, driver.Consumer, "seek_to_committed"),
+    (transport.Consumer, driver.Consumer, "_new_offset"),
+    (transport.GapGuardedConsumer, driver.Consumer, "_seek"),
+    (transport.GapGuardedConsumer, driver.Consumer, "seek_wait"),
+    (transport.GapGuardedConsumer, driver.Consumer, "highwaters"),
+    (transport.IdempotentProducer, driver.Producer, "_settings_extra"),
+    (transport.Worker, ModeWorker, "_schedule_shutdown"),
+    (transport.Worker, ModeWorker, "on_setup_root_logger"),
+]
+
+
+def parameters(function: Any) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "name"), OVERRIDES, ids=lambda v: getattr(v, "__name__", v)
+)
+def test_every_override_still_overrides_a_library_method_of_the_same_shape(
+    ours: type, theirs: type, name: str
+) -> None:
+    assert name in vars(ours), f"{ours.__name__}.{name} is gone: update this list"
+    assert callable(getattr(theirs, name, None)), f"{theirs.__name__}.{name} no longer exists"
+    assert parameters(getattr(ours, name)) == parameters(getattr(theirs, name))
+
+
+def test_the_short_fetch_wait_reaches_aiokafkas_fetcher() -> None:
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+
+    async def worker_consumer() -> AIOKafkaConsumer:
+        thread = app.consumer._new_consumer_thread()
+        consumer: AIOKafkaConsumer = thread._create_worker_consumer(app.transport)
+        return consumer
+
+    consumer = asyncio.run(worker_consumer())
+    assert isinstance(consumer, AIOKafkaConsumer)
+    assert consumer._fetch_max_wait_ms == transport.FETCH_MAX_WAIT_MS
+    # aiokafka hands the attribute, as it is at start, to the fetcher it creates there.
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_the_app_consumes_and_produces_through_the_tuned_transport() -> None:
+    on_kafka = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    assert isinstance(on_kafka.consumer, transport.Consumer)
+    assert not isinstance(on_kafka.consumer, transport.GapGuardedConsumer)
+    assert isinstance(on_kafka.producer, transport.IdempotentProducer)
+    assert isinstance(create_app(Settings()).consumer, transport.GapGuardedConsumer)
+
+
+def test_mode_calls_the_root_logger_hook_so_repeated_library_lines_are_held_back() -> None:
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        transport.Worker(app, loglevel="WARNING", quiet=True)._setup_logging()
+        added = [h for h in root.handlers if h not in before]
+        assert added, "mode no longer sets up the root logger's handler"
+        assert any(isinstance(f, Repeats) for h in added for f in h.filters)
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+
+
+def test_a_workers_active_partitions_come_from_faust_assignor() -> None:
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    assert transport.active_partitions(app, "rapport.aggregator.team-facts.v1") == set()
+
+
+def test_faust_judges_a_partition_idle_by_the_time_the_lanes_set() -> None:
+    """``transport.Consumer._taken_in`` sets the monitor's ``stream_inbound_time``, which
+    faust's consumer thread reads to decide that a partition's stream is stuck."""
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    assert isinstance(app.monitor.stream_inbound_time, dict)
+    check = inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)
+    assert "monitor.stream_inbound_time.get(tp)" in check
+    tp = TP("rapport.recognition.v1", 3)
+    app.consumer._taken_in({tp})
+    assert app.monitor.stream_inbound_time[tp] > 0
