@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from faust.types import Message
 
 from shared import topics
@@ -26,6 +25,7 @@ from .forward import feedback_of
 from .output import Output, Sent, headers_of
 from .publish import Snapshots
 from .surveys import Surveys
+from .transport import Store
 
 log = logging.getLogger(__name__)
 SEEN_CACHE_BUCKETS = 4096
@@ -37,19 +37,17 @@ class Aggregate:
     def __init__(
         self,
         out: Output,
-        days: MutableMapping[str, Any],
-        days_changelog: str,
+        days: Store,
         surveys: Surveys,
-        trust_changelog: str,
+        trust: Store,
         questions: Catalogue,
         partition_of: Callable[[str], int],
         snapshots: Snapshots,
     ) -> None:
         self.out = out
         self.days = days  # the team-days table
-        self.days_changelog = days_changelog
         self.surveys = surveys
-        self.trust_changelog = trust_changelog
+        self.trust = trust  # the team-trust table, kept by surveys
         self.questions = questions
         self.partition_of = partition_of
         self.snapshots = snapshots
@@ -98,9 +96,7 @@ class Aggregate:
                 updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
             for k, value in updates:
                 self.days[k] = value
-                # JSON, as the table's serializers read it back.
-                record = orjson.dumps(k), orjson.dumps(value)
-                sent.append(await self.out.send(self.days_changelog, *record, partition))
+                sent.append(await self.out.changelog(self.days, k, value, partition))
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
         self.snapshots.changed(*service.split_key(key))
@@ -117,10 +113,7 @@ class Aggregate:
         self.surveys.commit(updates)
         sent = []
         for key, value in updates:
-            # Raw JSON as the table reads it back; None deletes the key on recovery.
-            raw = orjson.dumps(value) if value is not None else None
-            sent.append(await self.out.send(self.trust_changelog, orjson.dumps(key), raw,
-                                            message.partition))  # fmt: skip
+            sent.append(await self.out.changelog(self.trust, key, value, message.partition))
         for team_id in moved:
             self.snapshots.changed(team_id)
         return sent

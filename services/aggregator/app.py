@@ -61,6 +61,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=False,
         broker_max_poll_records=FETCH_RECORDS,
         producer_linger=0.005,  # a batch's sends go out in a few produce requests
+        Table=transport.Table,  # tables that know how far into their changelog they are
     )
     # The input topics, each read a fetch at a time (see transport.Consumer).
     lanes = {t: asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}
@@ -68,9 +69,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     transport.tune(app, settings.embedded, lanes)
     for name in INPUTS:
         app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
-    days = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
-    trust = app.Table(topics.TEAM_TRUST_TABLE, partitions=n)
-    event_ids = app.Table(topics.EVENT_IDS_TABLE, partitions=n)
+    days_table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
+    days = transport.store_of(days_table)
+    trust = transport.store_of(app.Table(topics.TEAM_TRUST_TABLE, partitions=n))
+    event_ids = transport.store_of(app.Table(topics.EVENT_IDS_TABLE, partitions=n))
 
     metrics = AggregatorMetrics(registry or CollectorRegistry())
     for source in (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS):
@@ -79,14 +81,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     partition_of = partitioner(n)
     questions = catalogue(settings)
     directory = Roster(settings)
-    surveys = Surveys(trust.data, questions, settings.anonymity_k, settings.comment_k)
-    seen = once.SeenEvents(event_ids.data, settings.dedupe_horizon_days)
-    snapshots = Snapshots(out, days.data, surveys, partition_of, metrics)
-    fan_out = FanOut(out, directory, seen, changelog(event_ids), frozenset(settings.values),
+    surveys = Surveys(trust, questions, settings.anonymity_k, settings.comment_k)
+    seen = once.SeenEvents(event_ids, settings.dedupe_horizon_days)
+    snapshots = Snapshots(out, days, surveys, partition_of, metrics)
+    fan_out = FanOut(out, directory, seen, event_ids, frozenset(settings.values),
                      partition_of, metrics)  # fmt: skip
     forward = Forward(out, questions)
-    aggregate = Aggregate(out, days.data, changelog(days), surveys, changelog(trust), questions,
-                          partition_of, snapshots)  # fmt: skip
+    aggregate = Aggregate(out, days, surveys, trust, questions, partition_of,
+                          snapshots)  # fmt: skip
     gate = Gate()
 
     @app.task  # type: ignore[untyped-decorator]  # faust is untyped here
@@ -124,7 +126,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def stop_directory(sender: Any, **kwargs: Any) -> None:
         await directory.stop()
 
-    @days.on_recover  # called once every table is recovered, the others included
+    @days_table.on_recover  # called once every table is recovered, the others included
     async def recovered() -> None:
         """After a rebalance: rebuild what the stages keep beside the tables, and
         republish every team this worker now owns."""
@@ -137,7 +139,3 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         gate.open()
 
     return app
-
-
-def changelog(table: faust.types.CollectionT) -> str:
-    return str(table.changelog_topic.get_topic_name())

@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import orjson
 from faust.types import Message
 from pydantic import ValidationError
 
@@ -26,6 +25,7 @@ from shared.events import RECOGNITION_GIVEN, RecognitionGiven, event_key
 from . import once, service
 from .metrics import AggregatorMetrics
 from .output import Output, Sent, headers_of
+from .transport import Store
 
 FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
 DLQ = topics.dlq(topics.RECOGNITION)
@@ -37,7 +37,7 @@ class FanOut:
         out: Output,
         directory: Roster,
         seen: once.SeenEvents,
-        seen_changelog: str,
+        seen_store: Store,
         values: frozenset[str],
         partition_of: Callable[[str], int],
         metrics: AggregatorMetrics,
@@ -45,7 +45,7 @@ class FanOut:
         self.out = out
         self.directory = directory
         self.seen = seen
-        self.seen_changelog = seen_changelog
+        self.seen_store = seen_store  # the event-ids table, kept by seen
         self.values = values
         self.partition_of = partition_of
         self.metrics = metrics
@@ -126,12 +126,10 @@ class FanOut:
         day = now.date().isoformat()
         for partition, pairs in first_seen.items():
             for key, value in self.seen.remember(partition, day, pairs):
-                raw = orjson.dumps(key), orjson.dumps(value)
-                sent.append(await self.out.send(self.seen_changelog, *raw, partition))
+                sent.append(await self.out.changelog(self.seen_store, key, value, partition))
         if day != self.expired_before:  # a new day (or new partitions): forget the oldest
             self.expired_before = day
             for key in self.seen.expired(now.date()):  # a tombstone each
                 partition = int(key.split("/")[0])
-                raw_key = orjson.dumps(key)
-                sent.append(await self.out.send(self.seen_changelog, raw_key, None, partition))
+                sent.append(await self.out.changelog(self.seen_store, key, None, partition))
         return sent

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
-from faust.types import Message
+from faust.types import TP, Message
 
 from shared.codec import DLQ_REASON
 
 from .metrics import AggregatorMetrics
+from .transport import Store
 
 log = logging.getLogger(__name__)
 Sent = Awaitable[Any]  # done once the broker has acknowledged the record
@@ -53,6 +56,23 @@ class Output:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Sent:
         return await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    async def changelog(self, store: Store, key: str, value: Any, partition: int) -> Sent:
+        """``key``'s new ``value`` in ``store`` (None: deleted) to the table's changelog, on
+        the partition of the record that changed it: stream, table and changelog stay
+        co-partitioned. JSON, as the table reads it back."""
+        store.written(key, partition)
+        topic = store.table.changelog_topic.get_topic_name()
+        raw = orjson.dumps(value) if value is not None else None
+        sent = await self.send(topic, orjson.dumps(key), raw, partition)
+        tp = TP(topic, partition)
+
+        def acked(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                store.set_persisted_offset(tp, future.result().offset)
+
+        asyncio.ensure_future(sent).add_done_callback(acked)
+        return sent
 
     async def to_dlq(self, message: Message, reason: str, dlq: str) -> Sent:
         """``message`` as it came, to the dead-letter topic ``dlq``, with the reason."""

@@ -349,11 +349,12 @@ def history(results: dict[str, Any], broker: str) -> None:
             results["aggregator_eps_1m"] = round(n / seconds)
             log(f"a second worker joins: {n:,} recognitions of history in the tables ...")
             with workers(env, 1) as [(victim, joined)]:
-                partitions = settings.topic_partitions
+                start, partitions = time.perf_counter(), settings.topic_partitions
                 while metric_value(joined, "rapport_aggregator_partitions", "") == 0 or (
                     metric_value(survivor, "rapport_aggregator_partitions", "") == partitions
                 ):
                     time.sleep(0.1)
+                results["join_history_s"] = round(time.perf_counter() - start, 2)
                 log("takeover with history: 2,000 recognitions a second, then SIGKILL ...")
                 owned, counted = asyncio.run(kill_under_load(settings, victim, survivor, n))
                 results["takeover_history_s"] = round(owned, 2)
