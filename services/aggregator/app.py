@@ -4,7 +4,7 @@ topics and the team tables.
 rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1          (fan_out.py)
 rapport.feedback.survey.v1 --forward--> team-facts                            (forward.py)
 team-facts --aggregate--> tables team-days, team-trust                      (aggregate.py)
-tables --snapshot timer--> rapport.metrics.snapshots.v1                       (publish.py)
+tables --every 0.2 s--> rapport.metrics.snapshots.v1                       (publish.py)
 
 Each stage runs a batch at a time (batches.py) and writes through output.py; every
 reach into faust's or aiokafka's internals is in transport.py. This module wires them.
@@ -38,7 +38,6 @@ from .publish import Snapshots
 from .surveys import Surveys
 
 log = logging.getLogger(__name__)
-SNAPSHOT_EVERY_S = 0.2
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 INPUTS = (topics.RECOGNITION, topics.EVENTS, topics.SURVEY, topics.TEAM_FACTS)
 
@@ -105,12 +104,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         await in_batches(app, lanes[topics.TEAM_FACTS], aggregate.batch, "aggregate", metrics,
                          gate)  # fmt: skip
 
-    @app.timer(SNAPSHOT_EVERY_S)  # type: ignore[untyped-decorator]  # as above
-    async def publish_snapshots() -> None:
-        if not snapshots.dirty:
-            return
+    @app.task  # type: ignore[untyped-decorator]  # as above
+    async def publish_stage() -> None:
         try:
-            await snapshots.tick(transport.active_partitions(app, topics.TEAM_FACTS))
+            await snapshots.run(lambda: transport.active_partitions(app, topics.TEAM_FACTS))
         except Exception:
             log.exception("publishing snapshots failed; exiting so that they are rebuilt")
             os._exit(1)
@@ -133,8 +130,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         active = transport.active_partitions(app, topics.TEAM_FACTS)
         aggregate.recovered()
         fan_out.recovered(active)  # co-partitioned: the recognition partitions too
-        published = await snapshots.recovered(active)
-        log.info("recovered; republished %d team snapshots", published)
+        owned = snapshots.recovered(active)
+        log.info("recovered %d partitions; %d team snapshots to republish", len(active), owned)
         metrics.partitions.set(len(active))
         gate.open()
 

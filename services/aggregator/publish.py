@@ -2,15 +2,17 @@
 
 tables team-days and team-trust --> rapport.metrics.snapshots.v1 (key: team)
 
-On a timer, every team whose tables changed since the last tick is published once,
-however busy it was; after a rebalance, every team the worker now owns is published
-again, so a snapshot lost in a crash is written again from the tables.
+Every ``SNAPSHOT_EVERY_S`` (or as soon as the last round is out, when it took longer),
+every team whose tables changed since is published once, however busy it was; after a
+rebalance, every team the worker now owns is published again, so a snapshot lost in a
+crash is written again from the tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from .surveys import Surveys
 
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
+SNAPSHOT_EVERY_S = 0.2
 SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the broker
 # Under the broker's 1 MB a record, whatever one team sends: past it, a snapshot sheds
 # its oldest comments and days (the tables' records are small by construction).
@@ -56,24 +59,32 @@ class Snapshots:
             self.days_by_team[team_id].add(day)
         self.dirty.add(team_id)
 
+    async def run(self, active: Callable[[], set[int]]) -> None:
+        """Publish the teams that changed, on the ``active`` partitions, for ever."""
+        while True:
+            started = time.monotonic()
+            if self.dirty:
+                await self.tick(active())
+            await asyncio.sleep(max(0.0, SNAPSHOT_EVERY_S - (time.monotonic() - started)))
+
     async def tick(self, active: set[int]) -> None:
         """Publish the teams that changed, on the ``active`` partitions."""
         teams = [t for t in self.dirty if self.partition_of(t) in active]
         self.dirty.clear()
         await self.publish(teams)
 
-    async def recovered(self, active: set[int]) -> int:
-        """After a rebalance: read the team-days table again and publish every team on
-        the ``active`` partitions; how many."""
+    def recovered(self, active: set[int]) -> int:
+        """After a rebalance: read the team-days table again, and have every team on the
+        ``active`` partitions published at the next tick (not before processing goes on:
+        5,000 teams take seconds); how many."""
         self.days_by_team.clear()
         for key in list(self.days.keys()):
             if not service.is_chunk_key(key):
                 team_id, day = service.split_key(key)
                 self.days_by_team[team_id].add(day)
         teams = set(self.days_by_team) | set(self.surveys.teams())
-        owned = [t for t in sorted(teams) if self.partition_of(t) in active]
-        self.dirty.difference_update(owned)
-        await self.publish(owned)
+        owned = [t for t in teams if self.partition_of(t) in active]
+        self.dirty.update(owned)
         return len(owned)
 
     async def publish(self, teams: Iterable[str]) -> None:
