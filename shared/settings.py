@@ -164,8 +164,8 @@ class Settings(BaseSettings):
     @property
     def session_timeout(self) -> float:
         # Tansu waits session_timeout/2 before completing a group join: keep it short there.
-        # On Kafka, a killed worker's partitions wait this long before moving (`make
-        # bench`, takeover on one node: 37.8 s at 30 s, 10.9 s at 6 s, the broker's least).
+        # On Kafka, a killed worker's partitions wait this long before moving: 6 s is the
+        # least a broker accepts by default (README, "How a worker takes over").
         if self.session_timeout_s is not None:
             return self.session_timeout_s
         return 4.0 if self.embedded else 6.0

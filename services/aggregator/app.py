@@ -61,6 +61,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_max_poll_records=FETCH_RECORDS,
         producer_linger=0.005,  # a batch's sends go out in a few produce requests
         Table=transport.Table,  # tables that know how far into their changelog they are
+        table_standby_replicas=1,  # a copy of each partition's tables on another worker
     )
     # The input topics, each read a fetch at a time (see transport.Consumer).
     lanes = {t: asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}

@@ -34,6 +34,7 @@ from shared.codec import CloudEvent, encode
 from shared.events import RECOGNITION_GIVEN, Person, event_key
 from shared.settings import Settings
 from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
+from shared.views import partitions_of
 from tests.kafka_helpers import put_people
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,9 +226,7 @@ async def raw_consume(settings: Settings, n: int) -> float:
     )
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(RECOGNITION, p) for p in consumer.partitions_for_topic(RECOGNITION) or ()
-        ]
+        tps = [TopicPartition(RECOGNITION, p) for p in await partitions_of(consumer, RECOGNITION)]
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, 0)

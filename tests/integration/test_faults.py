@@ -4,6 +4,7 @@ totals: a broker killed under HTTP load."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections import Counter
@@ -142,3 +143,57 @@ def test_killing_the_leading_broker_under_http_load_loses_and_doubles_nothing(
     time.sleep(3)  # nothing late may push a team past its exact total
     final = totals(settings)
     assert final == expected, {t: (final[t], n) for t, n in expected.items() if final[t] != n}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_lost_quorum_answers_503_and_the_same_batch_retried_later_counts_once(
+    kafka_cluster: KafkaCluster,
+    settings: Settings,
+    spawn: Callable[..., Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """Two of three nodes gone: neither a quorum nor two in-sync copies. A POST gets 503
+    with Retry-After (never a 202 that is lost later, never a 500); once the nodes are
+    back, the client's retry of the same batch gets 202 and every recognition counts once."""
+    asyncio.run(put_people(settings, PEOPLE))
+    key = ensure_dev_key(settings)
+    spawn("recognition", log=tmp_path / "recognition.log")
+    spawn("aggregator", log=tmp_path / "aggregator.log")
+    wait_for_port(settings.recognition_port, timeout=60)
+    url = f"http://127.0.0.1:{settings.recognition_port}/v1/recognitions/batch"
+    auth = {"Authorization": f"Bearer {key}"}
+    expected = Counter[str]()
+
+    def batch(prefix: str) -> dict[str, object]:
+        bodies = []
+        for i, (giver, recipient) in enumerate(itertools.pairwise(PEOPLE[:51])):
+            bodies.append({"giver_id": giver.id, "recipient_ids": [recipient.id],
+                           "message": "thanks", "values": ["growth"],
+                           "event_id": f"{prefix}{i}"})  # fmt: skip
+            expected[recipient.team_id] += 1
+        return {"recognitions": bodies}
+
+    assert httpx.post(url, json=batch("before-"), headers=auth, timeout=30).status_code == 202
+    kafka_cluster.kill(2)
+    kafka_cluster.kill(3)
+    during = batch("during-")
+    refused = httpx.post(url, json=during, headers=auth, timeout=60)
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"] == "broker_unavailable"
+
+    for node in (2, 3):
+        kafka_cluster.start_node(node)
+    kafka_cluster.wait_ready()
+    deadline = time.monotonic() + 120
+    while (answer := httpx.post(url, json=during, headers=auth, timeout=60)).status_code != 202:
+        assert answer.status_code == 503, answer.text  # only "not yet", while it recovers
+        assert time.monotonic() < deadline, "the cluster came back, the service did not"
+        time.sleep(int(answer.headers["Retry-After"]))
+
+    deadline = time.monotonic() + 120
+    while totals(settings) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(3)  # nothing late may push a team past its exact total
+    assert totals(settings) == expected
