@@ -214,7 +214,9 @@ def _api_key(settings: Settings) -> str:
 def directory_import(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="people.csv")],
 ) -> None:
-    """Publish people from a CSV file (id,name,email,team_id,manager_id,timezone,active)."""
+    """Publish people from a CSV file (id,name,email,team_id,manager_id,timezone,active,
+    slack_id; a header row names them: manager_id, timezone, active and slack_id may be left
+    out)."""
     from services.recognition.directory_import import import_people
     from shared.errors import RapportError
 

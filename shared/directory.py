@@ -30,7 +30,11 @@ def read_person(
     if value is None:
         return key.decode(), None
     try:
-        return key.decode(), Person.model_validate(decode(headers, value).data)
+        data = decode(headers, value).data
+        # A tolerant reader: fields added by later versions are left out, not refused.
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k in Person.model_fields}
+        return key.decode(), Person.model_validate(data)
     except (CodecError, ValidationError) as exc:
         log.warning("invalid directory record %r ignored: %s", key, exc)
         return None
@@ -45,9 +49,20 @@ class DirectoryView(TopicView):
         super().__init__(settings)
         self._people: dict[str, Person] = {}
         self._teams: dict[str, set[str]] = defaultdict(set)
+        self._slack: dict[str, set[str]] = defaultdict(set)  # Slack user id -> person ids
 
     def get(self, person_id: str) -> Person | None:
         return self._people.get(person_id)
+
+    async def find_slack_user(self, slack_id: str) -> Person | None:
+        """The active person with this Slack user id; ``None`` if none is, or if more
+        than one is (which of them was meant cannot be known). On a miss, catch up once."""
+        for attempt in range(2):
+            found = [p for i in self._slack.get(slack_id, ()) if (p := self._people[i]).active]
+            if found or attempt:
+                return found[0] if len(found) == 1 else None
+            await self.sync()
+        return None
 
     async def find_active(self, person_id: str) -> Person | None:
         """The person if active; on a miss, catch up once: they may be a moment old."""
@@ -96,10 +111,14 @@ class DirectoryView(TopicView):
         old = self._people.pop(person_id, None)
         if old is not None:
             self._teams[old.team_id].discard(person_id)
+            if old.slack_id is not None:
+                self._slack[old.slack_id].discard(person_id)
         if person is not None:
             self._people[person_id] = person
             if person.active:
                 self._teams[person.team_id].add(person_id)
+            if person.slack_id is not None:
+                self._slack[person.slack_id].add(person_id)
 
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None

@@ -119,6 +119,9 @@ class RecognitionGiven(RecognitionFields):
     occurred_at: AwareDatetime
 
 
+SLACK_USER_ID = r"^[UW][A-Z0-9]{2,20}$"  # as Slack writes them: U024BE7LH, W012A3CDE
+
+
 class Person(Event):
     """A directory entry; the directory topic is compacted by person id."""
 
@@ -131,6 +134,9 @@ class Person(Event):
     manager_id: Id | None = None
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     active: bool = True
+    # Their Slack user id (optional; added compatibly: older records have none). Mentions
+    # in Slack resolve to a person through it.
+    slack_id: str | None = Field(default=None, pattern=SLACK_USER_ID)
 
 
 class SurveyAnswers(Event):

@@ -33,6 +33,7 @@ def parse_people(rows: Iterable[Mapping[str, str | None]]) -> list[Person]:
                     manager_id=fields.get("manager_id") or None,
                     timezone=fields.get("timezone") or "UTC",
                     active=fields.get("active", "true").lower() in TRUE,
+                    slack_id=fields.get("slack_id") or None,
                 )
             )
         except ValidationError as exc:

@@ -112,7 +112,10 @@ def person_record(person_id: str, person: Person | None, client: Client) -> Reco
         source=f"/rapport/directory/{client.name}",
         type=PERSON,
         time=datetime.now(UTC),
-        data=person.model_dump(mode="json"),
+        # Without slack_id when there is none: readers from before the field read it.
+        data=person.model_dump(
+            mode="json", exclude={"slack_id"} if person.slack_id is None else None
+        ),
     )
     return Record.of(topics.DIRECTORY, person_id, ce)
 

@@ -13,7 +13,7 @@ from shared import topics
 from shared.settings import Settings
 from tests.kafka_helpers import read_all
 
-HEADER = "id,name,email,team_id,manager_id,timezone,active\n"
+HEADER = "id,name,email,team_id,manager_id,timezone,active,slack_id\n"
 
 
 def test_import_publishes_every_row(
@@ -22,9 +22,9 @@ def test_import_publishes_every_row(
     csv = tmp_path / "people.csv"
     csv.write_text(
         HEADER
-        + "lead,Lee Park,lee@x.io,alpha,,Europe/Berlin,true\n"
-        + "ann,Ann Bell,ann@x.io,alpha,lead,Europe/Berlin,true\n"
-        + "old,Old Timer,old@x.io,alpha,lead,UTC,false\n"
+        + "lead,Lee Park,lee@x.io,alpha,,Europe/Berlin,true,U0LEE\n"
+        + "ann,Ann Bell,ann@x.io,alpha,lead,Europe/Berlin,true,\n"
+        + "old,Old Timer,old@x.io,alpha,lead,UTC,false,W0OLD\n"
     )
     assert spawn("directory", "import", str(csv)).wait(timeout=60) == 0
     records = asyncio.run(read_all(settings, topics.DIRECTORY))
@@ -32,14 +32,20 @@ def test_import_publishes_every_row(
     assert set(people) == {"lead", "ann", "old"}
     assert people["ann"]["manager_id"] == "lead" and people["lead"]["manager_id"] is None
     assert people["old"]["active"] is False
+    assert [people[p]["slack_id"] for p in ("lead", "ann", "old")] == ["U0LEE", None, "W0OLD"]
 
 
 def test_a_bad_row_publishes_nothing_and_says_where(
     settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
 ) -> None:
     csv = tmp_path / "people.csv"
-    csv.write_text(HEADER + "ann,Ann,ann@x.io,alpha,,UTC,true\nbob,Bob,not-an-email,alpha,,UTC,1\n")
+    csv.write_text(
+        HEADER + "ann,Ann,ann@x.io,alpha,,UTC,true,\nbob,Bob,not-an-email,alpha,,UTC,1,\n"
+    )
     log = tmp_path / "import.log"
     assert spawn("directory", "import", str(csv), log=log).wait(timeout=60) == 1
     assert "line 3: email" in log.read_text()
+    csv.write_text(HEADER + "ann,Ann,ann@x.io,alpha,,UTC,true,@ann\n")
+    assert spawn("directory", "import", str(csv), log=log).wait(timeout=60) == 1
+    assert "line 2: slack_id" in log.read_text()
     assert asyncio.run(read_all(settings, topics.DIRECTORY)) == []

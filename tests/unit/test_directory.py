@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import UTC, datetime
 
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from services.recognition.service import person_record
+from shared.auth import Client
 from shared.codec import CloudEvent, encode
 from shared.directory import DirectoryView, Placement, Roster
-from shared.events import PERSON
+from shared.events import PERSON, Person
 from shared.settings import Settings
 
 
@@ -41,3 +48,49 @@ def test_roster_keeps_team_and_manager_and_follows_changes() -> None:
     # One string per team and person, shared with every bucket that names them.
     bob = roster.get("bob")
     assert bob is not None and bob.team_id is sys.intern("t2") and bob.id is sys.intern("bob")
+
+
+def test_a_slack_user_id_finds_the_one_active_person_who_carries_it() -> None:
+    view = DirectoryView(Settings())
+
+    def apply(*records: tuple[bytes, list[tuple[str, bytes]], bytes | None]) -> None:
+        for key, headers, value in records:
+            view.apply(key, headers, value)
+
+    def found(slack_id: str) -> str | None:
+        person = asyncio.run(view.find_slack_user(slack_id))
+        return person.id if person is not None else None
+
+    apply(
+        record("ann", slack_id="U0ANN"),
+        record("bob", slack_id="U0BOB"),
+        record("bob", slack_id="U0BOB2"),  # changed: the old id no longer finds bob
+        record("cid", slack_id="U0CID", active=False),
+        record("eve"),  # none: records from before the field have none
+    )
+    assert (found("U0ANN"), found("U0BOB2")) == ("ann", "bob")  # a miss asks the broker
+    apply(record("dan", slack_id="U0ANN"))  # two people with one id: neither is guessed
+    assert found("U0ANN") is None
+    apply((b"dan", [], None), (b"bob", [], None), record("bob", slack_id="U0BOB3"))
+    assert (found("U0ANN"), found("U0BOB3")) == ("ann", "bob")
+    assert view.get("eve") is not None and view.get("eve").slack_id is None  # type: ignore[union-attr]
+
+
+def test_a_slack_user_id_looks_like_one() -> None:
+    for bad in ("u0abc", "U0", "C0123ABC", "U0ABC DEF", "<@U0ABC>"):
+        with pytest.raises(ValidationError):
+            Person(id="a", name="A", email="a@x.io", team_id="t", slack_id=bad)
+    assert Person(id="a", name="A", email="a@x.io", team_id="t", slack_id="W012A3CDE").slack_id
+
+
+def test_the_directory_event_changes_compatibly() -> None:
+    """Readers ignore fields added later; writers leave slack_id out when there is none,
+    so readers from before it read the record."""
+    view = DirectoryView(Settings())
+    view.apply(*record("zed", pronouns="they"))  # a field a later version may add
+    assert view.get("zed") is not None
+    ann = Person(id="ann", name="Ann", email="a@x.io", team_id="t1")
+    client = Client("hr", frozenset({"directory:write"}))
+    assert "slack_id" not in orjson.loads(person_record("ann", ann, client).value or b"{}")
+    with_id = ann.model_copy(update={"slack_id": "U0ANN"})
+    assert orjson.loads(person_record("ann", with_id, client).value or b"{}")["slack_id"] == "U0ANN"
