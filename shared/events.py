@@ -32,6 +32,7 @@ DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 MAX_RECIPIENTS = 20
 MAX_MESSAGE = 2000
+MAX_VALUES = 3
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 # The longest reach of any figure (9 ISO weeks of trend and a 28-day window: 70 days)
 # and a margin: an older event would count nowhere, or be a typo.
@@ -97,7 +98,7 @@ class RecognitionFields(Event):
     giver_id: Id
     recipient_ids: tuple[Id, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     message: str = Field(min_length=1, max_length=MAX_MESSAGE)
-    values: tuple[str, ...] = Field(min_length=1, max_length=3)
+    values: tuple[str, ...] = Field(min_length=1, max_length=MAX_VALUES)
     channel: str = Field(default="api", min_length=1, max_length=32)
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DIMENSIONS = (
@@ -118,6 +118,32 @@ class Settings(BaseSettings):
     digest_attempts: int = Field(default=5, ge=1, description="SMTP tries before giving up.")
     digest_backoff_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles.")
     demo: bool = Field(default=True, description="Seed demo data on `rapport run` (development).")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: every Slack request is checked with it; "
+        "unset = no Slack routes (404).",
+    )
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's bot token (xoxb-...), for the notes a reaction that "
+        "cannot count sends its author; unset = none sent.",
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack's Web API (tests point it here)."
+    )
+    slack_public_confirmations: bool = Field(
+        default=False,
+        description="Also post each /kudos in its channel, naming the recipients and values.",
+    )
+    slack_reaction_emoji: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_+\-']{1,100}$",
+        description="Reacting with this emoji (its name, no colons) recognizes the message's "
+        "author; unset = off.",
+    )
+    slack_reaction_value: str | None = Field(
+        default=None, description="The value a reaction gives (one of RAPPORT_VALUES)."
+    )
     host: str = "127.0.0.1"
     recognition_port: int = 8001
     feedback_port: int = 8002
@@ -126,6 +152,15 @@ class Settings(BaseSettings):
     aggregator_metrics_port: int = Field(
         default=8005, description="Where an aggregator worker serves /metrics; 0 = nowhere."
     )
+
+    @model_validator(mode="after")
+    def _reactions_have_a_value(self) -> Settings:
+        if self.slack_reaction_emoji is not None and self.slack_reaction_value not in self.values:
+            raise ValueError(
+                "RAPPORT_SLACK_REACTION_VALUE must be one of RAPPORT_VALUES "
+                f"{list(self.values)} when RAPPORT_SLACK_REACTION_EMOJI is set"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

@@ -13,7 +13,7 @@ from shared.events import Person
 from shared.settings import Settings
 from shared.web import WRITE_ERRORS, errors
 
-from . import service
+from . import service, slack
 from .models import (
     Accepted,
     BatchAccepted,
@@ -109,5 +109,10 @@ async def delete_person(
 
 
 def create(settings: Settings | None = None) -> FastAPI:
-    """Build the recognition service app."""
-    return create_writer_app("Rapport recognition service", settings or Settings(), router)
+    """Build the recognition service app: its API, and the Slack app's routes."""
+    routes = APIRouter()
+    routes.include_router(router)
+    routes.include_router(slack.router)
+    app = create_writer_app("Rapport recognition service", settings or Settings(), routes)
+    app.state.slack_replays = slack.Replays()
+    return app
