@@ -2,7 +2,8 @@
 
 Every request is verified with the app's signing secret by slack_sdk's verifier (HMAC-SHA256
 over ``v0:{timestamp}:{body}``, timestamps more than five minutes away refused, compared in
-constant time); a request seen already within those five minutes (a replay) is refused too.
+constant time); a request answered already within those five minutes (a replay) is refused
+too.
 A kudos from Slack takes the HTTP API's way: the directory is checked, the event is
 published and acknowledged by the broker before the answer, channel ``slack``. Slack
 waits 3 seconds for an answer, so the broker gets ``ANSWER_WITHIN_S`` of them.
@@ -38,7 +39,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from shared.auth import ApiKeys, Client
 from shared.deps import DirectoryDep, PublisherDep, SettingsDep
 from shared.directory import DirectoryView
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, InvalidInput
 from shared.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
 from shared.kafka import Publisher
 from shared.settings import Settings
@@ -154,12 +155,15 @@ def event_id(kind: str, *parts: str) -> str:
 async def published(
     recognition: RecognitionIn, settings: Settings, directory: DirectoryView, publisher: Publisher
 ) -> bool:
-    """Publish within Slack's patience; whether the broker acknowledged it in time."""
+    """Publish within Slack's patience; whether the broker acknowledged it in time.
+    :class:`Refused` if the checks refuse it (the directory changed in between, say)."""
     try:
         async with asyncio.timeout(ANSWER_WITHIN_S):
             await service.accept_recognitions([recognition], batch=False, idempotency_key=None,
                                               client=SLACK, values=settings.values,
                                               directory=directory, publisher=publisher)  # fmt: skip
+    except InvalidInput as exc:
+        raise Refused(f"Rapport refused this kudos: {exc}") from None
     except (BrokerUnavailable, TimeoutError):
         log.warning("a kudos from Slack was not acknowledged by the broker in time")
         return False
@@ -347,11 +351,10 @@ async def events(
     if reaction is not None:
         try:
             recognition = await reaction_kudos(reaction, f":{emoji}:", settings, directory)
-        except Refused as refusal:
-            background.add_task(tell, settings, reaction.channel, reaction.reactor, str(refusal))
-        else:
             if not await published(recognition, settings, directory, publisher):
                 return JSONResponse({"error": "broker_unavailable"}, status_code=503)
+        except Refused as refusal:
+            background.add_task(tell, settings, reaction.channel, reaction.reactor, str(refusal))
     signed.answered()
     return JSONResponse({})
 
