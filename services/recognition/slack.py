@@ -6,7 +6,7 @@ constant time); a request answered already within those five minutes (a replay) 
 too.
 A kudos from Slack takes the HTTP API's way: the directory is checked, the event is
 published and acknowledged by the broker before the answer, channel ``slack``. Slack
-waits 3 seconds for an answer, so the broker gets ``ANSWER_WITHIN_S`` of them.
+waits 3 seconds for an answer: the directory and the broker get ``ANSWER_WITHIN_S`` of them.
 
 Event ids, so that nothing counts twice:
 - a command: its workspace, person, channel, text and UTC day. The same ``/kudos`` again
@@ -155,17 +155,16 @@ def event_id(kind: str, *parts: str) -> str:
 async def published(
     recognition: RecognitionIn, settings: Settings, directory: DirectoryView, publisher: Publisher
 ) -> bool:
-    """Publish within Slack's patience; whether the broker acknowledged it in time.
-    :class:`Refused` if the checks refuse it (the directory changed in between, say)."""
+    """Publish; whether the broker acknowledged it. :class:`Refused` if the checks refuse
+    it after all (the directory changed in between, say)."""
     try:
-        async with asyncio.timeout(ANSWER_WITHIN_S):
-            await service.accept_recognitions([recognition], batch=False, idempotency_key=None,
-                                              client=SLACK, values=settings.values,
-                                              directory=directory, publisher=publisher)  # fmt: skip
+        await service.accept_recognitions([recognition], batch=False, idempotency_key=None,
+                                          client=SLACK, values=settings.values,
+                                          directory=directory, publisher=publisher)  # fmt: skip
     except InvalidInput as exc:
         raise Refused(f"Rapport refused this kudos: {exc}") from None
-    except (BrokerUnavailable, TimeoutError):
-        log.warning("a kudos from Slack was not acknowledged by the broker in time")
+    except BrokerUnavailable:
+        log.warning("a kudos from Slack was not acknowledged by the broker")
         return False
     return True
 
@@ -258,6 +257,23 @@ class Command(BaseModel):
     response_url: str = ""
 
 
+async def record_command(
+    cmd: Command, kudos: Kudos, settings: Settings, directory: DirectoryView, publisher: Publisher
+) -> bool:
+    """Check and publish a ``/kudos``; whether the broker acknowledged it."""
+    giver, recipients = await kudos_of(kudos, cmd.user_id, settings, directory)
+    day = datetime.now(UTC).date().isoformat()
+    recognition = RecognitionIn(
+        giver_id=giver.id,
+        recipient_ids=tuple(dict.fromkeys(p.id for p in recipients)),
+        message=kudos.message,
+        values=kudos.values,
+        channel="slack",
+        event_id=event_id("command", cmd.team_id, cmd.user_id, cmd.channel_id, cmd.text, day),
+    )
+    return await published(recognition, settings, directory, publisher)
+
+
 @router.post("/commands")
 async def command(
     signed: SignedBody,
@@ -276,23 +292,17 @@ async def command(
     signed.answered()  # Slack does not send a command again: every answer is final
     kudos = Kudos.parse(cmd.text)
     try:
-        giver, recipients = await kudos_of(kudos, cmd.user_id, settings, directory)
-        day = datetime.now(UTC).date().isoformat()
-        recognition = RecognitionIn(
-            giver_id=giver.id,
-            recipient_ids=tuple(p.id for p in recipients),
-            message=kudos.message,
-            values=kudos.values,
-            channel="slack",
-            event_id=event_id("command", cmd.team_id, cmd.user_id, cmd.channel_id, cmd.text, day),
-        )
-        if not await published(recognition, settings, directory, publisher):
-            raise Refused(
-                "Rapport couldn't record your kudos just now (its event broker did not "
-                "answer). Please send the same `/kudos` again in a minute: it will count once."
-            )
+        async with asyncio.timeout(ANSWER_WITHIN_S):  # Slack's patience, the directory's too
+            recorded = await record_command(cmd, kudos, settings, directory, publisher)
     except Refused as refusal:
         return ephemeral(str(refusal))
+    except TimeoutError:
+        recorded = False
+    if not recorded:
+        return ephemeral(
+            "Rapport couldn't record your kudos just now (its event broker did not answer). "
+            "Please send the same `/kudos` again in a minute: it will count once."
+        )
     said = f"{mentions(kudos.mentions)} for {tags(kudos.values)}"
     if settings.slack_public_confirmations and cmd.response_url:
         note = f"<@{cmd.user_id}> recognized {said}: {escape(kudos.message)}"
@@ -350,11 +360,16 @@ async def events(
     reaction = Reaction.of(envelope, emoji)
     if reaction is not None:
         try:
-            recognition = await reaction_kudos(reaction, f":{emoji}:", settings, directory)
-            if not await published(recognition, settings, directory, publisher):
-                return JSONResponse({"error": "broker_unavailable"}, status_code=503)
+            async with asyncio.timeout(ANSWER_WITHIN_S):
+                recognition = await reaction_kudos(reaction, f":{emoji}:", settings, directory)
+                recorded = await published(recognition, settings, directory, publisher)
+        except TimeoutError:
+            recorded = False
         except Refused as refusal:
             background.add_task(tell, settings, reaction.channel, reaction.reactor, str(refusal))
+            recorded = True  # nothing to record: told why, and answered
+        if not recorded:  # nor marked answered: Slack delivers it again, and it counts once
+            return JSONResponse({"error": "broker_unavailable"}, status_code=503)
     signed.answered()
     return JSONResponse({})
 
