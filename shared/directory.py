@@ -54,6 +54,10 @@ class DirectoryView(TopicView):
     def get(self, person_id: str) -> Person | None:
         return self._people.get(person_id)
 
+    def team_of(self, person_id: str) -> str | None:
+        person = self._people.get(person_id)
+        return person.team_id if person is not None else None
+
     async def find_slack_user(self, slack_id: str) -> Person | None:
         """The active person with this Slack user id; ``None`` if none is, or if more
         than one is (which of them was meant cannot be known). On a miss, catch up once."""

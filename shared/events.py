@@ -195,6 +195,12 @@ class DayActivity(Event):
     cross_team: int = 0  # received from a giver in another team
     upward: int = 0  # received by the giver's manager
     downward: int = 0  # received from the recipient's own manager
+    # Who recognized whom, for the connection figures: giver id (member of this team) ->
+    # recipient id -> recognitions; and when, for bursts: giver id -> UTC hour "00".."23"
+    # -> recognitions given. Only the giver's team holds a link, so a recognition is one
+    # link wherever its recipients are.
+    links: dict[str, dict[str, int]] = {}
+    hours: dict[str, dict[str, int]] = {}
 
     @property
     def received_count(self) -> int:

@@ -94,6 +94,36 @@ class Settings(BaseSettings):
         default=5, ge=3, description="Fewest distinct respondents behind any trust figure."
     )
     comment_k: int = Field(default=5, ge=3, description="Fewest comments shown together.")
+    trading_min: int = Field(
+        default=5,
+        ge=1,
+        description="Gaming signal, trading pair: each of two people gave the other at least "
+        "this many recognitions in the window...",
+    )
+    trading_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="...and at least this share of all they gave.",
+    )
+    ring_min: int = Field(
+        default=5,
+        ge=1,
+        description="Gaming signal, ring: three or more people, each of whom gave at least "
+        "this many recognitions in the window, all of them to one another.",
+    )
+    burst_min: int = Field(
+        default=10,
+        ge=1,
+        description="Gaming signal, burst: one giver's recognitions in one hour, at least "
+        "this many...",
+    )
+    burst_factor: float = Field(
+        default=5.0,
+        ge=1,
+        description="...and at least this many times their usual rate (per active hour in "
+        "the 28 days before).",
+    )
     pseudonym_key: SecretStr = Field(
         default=SecretStr(DEV_PSEUDONYM_KEY),
         description="HMAC key that turns respondent ids into pseudonyms; required (at least "

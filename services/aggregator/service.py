@@ -54,13 +54,15 @@ class TeamFact:
     values: Sequence[str] = ()
     cross_team: bool = False
     direction: Literal["upward", "downward", "peer"] = "peer"
+    recipients: Sequence[str] = ()  # a given fact: whom (the links of the connection figures)
+    hour: int = 0  # a given fact: the UTC hour of occurred_at (bursts)
 
 
 def dumps(facts: Iterable[TeamFact]) -> bytes:
     """One record for many facts: a JSON array of arrays, fields in declaration order."""
     return orjson.dumps(
-        [[f.id, f.team_id, f.day, f.kind, f.person_id, f.values, f.cross_team, f.direction]
-         for f in facts]
+        [[f.id, f.team_id, f.day, f.kind, f.person_id, f.values, f.cross_team, f.direction,
+          f.recipients, f.hour] for f in facts]
     )  # fmt: skip
 
 
@@ -81,8 +83,11 @@ def fan_out(
     giver = lookup(r.giver_id)
     if giver is None:
         raise Unresolvable(f"unknown giver {r.giver_id!r}")
-    day = r.occurred_at.astimezone(UTC).date().isoformat()
-    facts = [TeamFact(fact_id(source, event_id, "g"), giver.team_id, day, "given", giver.id)]
+    at = r.occurred_at.astimezone(UTC)
+    day = at.date().isoformat()
+    given = TeamFact(fact_id(source, event_id, "g"), giver.team_id, day, "given", giver.id,
+                     recipients=r.recipient_ids, hour=at.hour)  # fmt: skip
+    facts = [given]
     for rid in r.recipient_ids:
         recipient = lookup(rid)
         if recipient is None:
@@ -140,6 +145,13 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact], seen: set[int]) -> B
         person = sys.intern(f.person_id)  # one string per person, however many buckets
         if f.kind == "given":
             a["given"][person] = a["given"].get(person, 0) + 1
+            links = a["links"].setdefault(person, {})
+            for r in f.recipients:
+                r = sys.intern(r)
+                links[r] = links.get(r, 0) + 1
+            hours = a["hours"].setdefault(person, {})
+            hour = f"{f.hour:02d}"
+            hours[hour] = hours.get(hour, 0) + 1
             continue
         a["received"][person] = a["received"].get(person, 0) + 1
         for v in f.values:

@@ -1,5 +1,9 @@
 """Seed a demo org (~60 people, 8 teams), ~9 weeks of skewed kudos and two survey rounds.
 
+So that the connection figures show something: a silo team that only recognizes itself
+and is thanked by nobody outside, a few isolated people who neither give nor receive, and
+one pair who trade recognitions with each other.
+
 Deterministic (fixed random seed, fixed event ids), so seeding twice counts once.
 """
 
@@ -20,6 +24,10 @@ from . import surveys
 log = logging.getLogger(__name__)
 TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people", "legal")
 SMALL_TEAM = "legal"  # three people: below the anonymity threshold, no trust figures
+SILO_TEAM = "sales"
+ISOLATED_IN = ("data", "design", "support")  # the last person of each gives and gets none
+TRADING_IN = "support"  # its second and third person trade kudos over the last 3 weeks
+TRADES = 8  # each way
 FIRST = [
     "Ada",
     "Ben",
@@ -76,17 +84,24 @@ def _person(n: int, name: str, team: str, manager: str | None, tz: str) -> dict[
 def build_recognitions(
     rng: random.Random, people: list[dict[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
-    """Kudos with a long tail: a few stars, many occasional, some never recognized."""
+    """Kudos with a long tail: a few stars, many occasional, some never recognized; the
+    silo, the isolated and the trading pair of the module's docstring."""
     weights = {p["id"]: rng.choice((0, 0, 1, 1, 1, 2, 3, 8)) for p in people}
     by_team: dict[str, list[str]] = {}
     for p in people:
         by_team.setdefault(p["team_id"], []).append(p["id"])
     team_of = {p["id"]: p["team_id"] for p in people}
+    isolated = {by_team[t][-1] for t in ISOLATED_IN}
+    weights.update(dict.fromkeys(isolated, 0))
+    outside = [p for p in weights if team_of[p] != SILO_TEAM]
     value_weights = (5, 3, 4, 2, 2, 3, 1)
     out = []
     for i in range(DAYS * 9):
         giver = rng.choice(people)["id"]
-        pool = list(weights) if rng.random() < 0.25 else by_team[team_of[giver]]
+        if giver in isolated:
+            continue
+        own = by_team[team_of[giver]]
+        pool = own if team_of[giver] == SILO_TEAM or rng.random() >= 0.25 else outside
         candidates = [p for p in pool if p != giver and weights[p] > 0]
         if not candidates:
             continue
@@ -104,6 +119,18 @@ def build_recognitions(
             "message": rng.choice(MESSAGES),
             "channel": rng.choice(("slack", "slack", "hr-portal", "api")),
             "occurred_at": occurred.isoformat(),
+        })  # fmt: skip
+    a, b = by_team[TRADING_IN][1:3]
+    for n in range(2 * TRADES):
+        giver, recipient = (a, b) if n % 2 == 0 else (b, a)
+        out.append({
+            "event_id": f"demo-trade-{n:02d}",
+            "giver_id": giver,
+            "recipient_ids": [recipient],
+            "values": ["partnership"],
+            "message": rng.choice(MESSAGES),
+            "channel": "slack",
+            "occurred_at": (now - timedelta(days=1 + n, hours=rng.uniform(0, 12))).isoformat(),
         })  # fmt: skip
     return out
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from shared import appreciation as ap
+from shared import connections as cx
 from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.events import Person, TeamSnapshot
@@ -23,6 +24,7 @@ from .actions import suggest
 UNRECOGNIZED_DAYS = 14
 TREND_WEEKS = 8
 TRUST_DAYS = 28
+CONNECTION_DAYS = 28
 
 
 class NotAManager(LookupError):
@@ -49,6 +51,17 @@ class TrustPart:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionsPart:
+    """Over the 28 days to the week's end (``shared.connections``)."""
+
+    breadth: int  # other teams the team exchanged recognition with
+    breadth_before: int  # the same, 28 days to a week earlier
+    isolated: list[Person]  # the manager's reports who neither gave nor received any
+    not_recognized: list[Person]  # the manager's reports the manager did not recognize
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
 class WeekPoint:
     week: str
     received: int
@@ -69,6 +82,7 @@ class Digest:
     coverage_before: float | None
     cross_team: float | None
     unrecognized: list[Person]
+    connections: ConnectionsPart
     trust: TrustPart | None
     trend: list[WeekPoint]
     actions: list[str]
@@ -123,14 +137,52 @@ def _trust(
     )
 
 
+def _names(people: list[Person]) -> str:
+    names = ", ".join(p.name for p in people[:3])
+    return names + (f" and {len(people) - 3} more" if len(people) > 3 else "")
+
+
+def _connections(
+    manager: Person,
+    team_id: str,
+    directory: DirectoryView,
+    graph_of: Callable[[date, int], cx.Graph],
+    last_day: date,
+) -> ConnectionsPart:
+    members = [p.id for p in directory.members(team_id)]
+    now = graph_of(last_day, CONNECTION_DAYS)
+    before = graph_of(last_day - timedelta(days=7), CONNECTION_DAYS)
+    breadth = [cx.breadth(members, team_id, g, directory.team_of) for g in (now, before)]
+    reports = sorted(directory.reports(manager.id), key=lambda p: (p.name, p.id))
+    isolated = [p for p in reports if not now.neighbours(p.id)]
+    not_recognized = [p for p in reports if p.id not in now.out.get(manager.id, {})]
+    if isolated:
+        action = (
+            f"Check in with {_names(isolated)}: nobody recognized them, and they recognized "
+            "nobody, in four weeks. Pair them with a colleague on their next piece of work."
+        )
+    elif not_recognized:
+        action = f"Recognize {_names(not_recognized)}: you have not in four weeks."
+    elif breadth[0] <= breadth[1]:
+        action = (
+            "Invite someone from another team to your next review or demo: connections "
+            "across teams are what silos lack."
+        )
+    else:
+        action = "Ask your team who outside it helped them most this month, and thank them."
+    return ConnectionsPart(breadth[0], breadth[1], isolated, not_recognized, action)
+
+
 def build(
     manager_id: str,
     week: str,
     directory: DirectoryView,
     snapshot_of: Callable[[str], TeamSnapshot | None],
+    graph_of: Callable[[date, int], cx.Graph],
     questions: Catalogue,
 ) -> Digest:
-    """The digest of ``manager_id`` about ISO week ``week``."""
+    """The digest of ``manager_id`` about ISO week ``week``; ``graph_of(last_day, days)``
+    is who recognized whom in a window (``shared.connections.graph``)."""
     manager = directory.get(manager_id)
     if manager is None or not manager.active:
         raise NotAManager(f"unknown or inactive person {manager_id!r}")
@@ -178,6 +230,7 @@ def build(
         coverage_before=ap.coverage(members, before),
         cross_team=ap.share(days, "cross_team"),
         unrecognized=unrecognized,
+        connections=_connections(manager, team_id, directory, graph_of, last_day),
         trust=trust,
         trend=trend,
         actions=suggest(trust, unrecognized, coverage),

@@ -1,4 +1,5 @@
-"""The metrics service app: /metrics serves appreciation and trust figures from snapshots."""
+"""The metrics service app: /metrics serves appreciation, trust and connection figures from
+snapshots."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from shared.connections import Thresholds
 from shared.directory import DirectoryView
 from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app
 
-from .collector import AppreciationCollector, TrustCollector
+from .collector import AppreciationCollector, ConnectionCollector, TrustCollector
 
 
 def create(settings: Settings | None = None) -> FastAPI:
@@ -41,4 +43,5 @@ def create(settings: Settings | None = None) -> FastAPI:
     app = create_app("Rapport metrics service", lifespan, ready)
     app.state.registry.register(AppreciationCollector(directory, snapshots))
     app.state.registry.register(TrustCollector(directory, snapshots))
+    app.state.registry.register(ConnectionCollector(directory, snapshots, Thresholds.of(settings)))
     return app

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shared import appreciation as ap
+from shared import connections as cx
 from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.snapshots import SnapshotView
@@ -157,3 +158,64 @@ class TrustCollector(Collector):
                         dims[name].add_metric([team_id, dim, label], value)
         yield from team.values()
         yield from dims.values()
+
+
+CONNECTION = [
+    ("rapport_connection_breadth_teams", "Other teams whose people the team's active members "
+     "gave recognition to or received it from in the window."),
+    ("rapport_connection_reciprocity_ratio", "Of the giver-to-recipient pairs inside the team "
+     "in the window, the share whose recipient recognized the giver back."),
+    ("rapport_connection_isolated_people", "Active members who neither gave nor received any "
+     "recognition in the window (their names go only to their own manager's digest)."),
+    ("rapport_connection_leader_ratio", "Share of the team's active members with a manager "
+     "whom that manager recognized in the window."),
+    ("rapport_connection_concentration_ratio", "Share of the team's recognition links (pairs "
+     "of people, one a member, with recognition either way) held by its most connected "
+     "fifth of members: near 1, the team depends on a few connectors."),
+    ("rapport_gaming_trading_pairs", "Pairs with a member of the team who gave each other "
+     "most of what they gave in the window (a signal to look at, not a verdict)."),
+    ("rapport_gaming_rings", "Closed groups of three or more, with a member of the team, "
+     "who recognized only one another in the window (a signal to look at)."),
+    ("rapport_gaming_bursts", "Hours in the window in which a member gave recognitions far "
+     "above their usual rate (a signal to look at)."),
+]  # fmt: skip
+
+
+class ConnectionCollector(Collector):
+    """Connection figures and gaming signals (``shared.connections``), per team and window."""
+
+    def __init__(
+        self,
+        directory: DirectoryView,
+        snapshots: SnapshotView,
+        thresholds: cx.Thresholds,
+        today: Callable[[], date] = _today,
+    ) -> None:
+        self._directory = directory
+        self._snapshots = snapshots
+        self._thresholds = thresholds
+        self._today = today
+
+    def collect(self) -> Iterator[Metric]:
+        today = self._today()
+        families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
+        every = [self._snapshots.get(t) for t in self._snapshots.teams()]
+        for label, days in ap.WINDOWS.items():
+            g = cx.graph(every, today, days)
+            found = cx.signals(g, self._thresholds)
+            for team in self._directory.teams():
+                members = self._directory.members(team)
+                f = cx.team_connections(members, team, g, self._directory.team_of, found)
+                for name, value in (
+                    ("rapport_connection_breadth_teams", f.breadth),
+                    ("rapport_connection_reciprocity_ratio", f.reciprocity),
+                    ("rapport_connection_isolated_people", len(f.isolated)),
+                    ("rapport_connection_leader_ratio", f.leader_connection),
+                    ("rapport_connection_concentration_ratio", f.concentration),
+                    ("rapport_gaming_trading_pairs", f.trading_pairs),
+                    ("rapport_gaming_rings", f.rings),
+                    ("rapport_gaming_bursts", f.bursts),
+                ):
+                    if value is not None:
+                        families[name].add_metric([team, label], value)
+        yield from families.values()

@@ -41,6 +41,16 @@ EXPECTED = {
     'rapport_recognition_cross_team_ratio{team="beta",window="7d"}': 1.0,
     'rapport_recognition_downward_ratio{team="alpha",window="7d"}': 0.5,
     'rapport_recognition_unrecognized_people{team="alpha"}': 2.0,
+    # Connections: alpha's links are bob-ann, lead-ann (inside) and ann-cid (to beta).
+    'rapport_connection_breadth_teams{team="alpha",window="7d"}': 1.0,
+    'rapport_connection_breadth_teams{team="beta",window="28d"}': 1.0,
+    'rapport_connection_reciprocity_ratio{team="alpha",window="7d"}': 0.0,  # none thanked back
+    'rapport_connection_isolated_people{team="alpha",window="28d"}': 0.0,
+    'rapport_connection_leader_ratio{team="alpha",window="7d"}': 0.5,  # lead thanked ann, not bob
+    'rapport_connection_concentration_ratio{team="alpha",window="28d"}': 1.0,  # all via ann
+    'rapport_gaming_trading_pairs{team="alpha",window="28d"}': 0.0,
+    'rapport_gaming_rings{team="beta",window="7d"}': 0.0,
+    'rapport_gaming_bursts{team="alpha",window="7d"}': 0.0,
 }
 
 
@@ -158,6 +168,16 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert max(cross) > 0
     gini = [v for k, v in samples.items() if k.startswith("rapport_recognition_gini")]
     assert max(gini) > 0.3  # a few people get a lot
+    # Connections: the silo team, the isolated people and the trading pair of the demo.
+    breadth = {k: v for k, v in samples.items()
+               if k.startswith("rapport_connection_breadth") and 'window="28d"' in k}  # fmt: skip
+    assert breadth['rapport_connection_breadth_teams{team="sales",window="28d"}'] == 0
+    assert min(v for k, v in breadth.items() if "sales" not in k) > 0
+    isolated = [v for k, v in samples.items()
+                if k.startswith("rapport_connection_isolated") and 'window="28d"' in k]  # fmt: skip
+    assert sum(isolated) >= 3
+    assert samples['rapport_gaming_trading_pairs{team="support",window="28d"}'] == 1
+    assert sum(v for k, v in samples.items() if k.startswith("rapport_gaming_trading")) == 1
     assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 59
     # Trust: every team but the three-person one, whose figures must not exist at all.
     assert not [k for k in samples if k.startswith("rapport_trust") and 'team="legal"' in k]

@@ -76,8 +76,10 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     assert day["received"] == {"ann": 2}
     assert day["given"] == {"bob": 1, "lead": 1}
     assert day["downward"] == 1  # lead -> ann
+    # Who recognized whom, once each, in the givers' team only (the connection figures).
+    assert day["links"] == {"bob": {"ann": 1, "cid": 1}, "lead": {"ann": 1}}
     [beta_day] = snaps["beta"]["days"].values()  # type: ignore[attr-defined]
-    assert beta_day["cross_team"] == 1
+    assert beta_day["cross_team"] == 1 and beta_day["links"] == {}
 
     [dead] = asyncio.run(read_all(settings, topics.dlq(topics.RECOGNITION)))
     assert dict(dead.headers)["ce_id"] == b"bad-1"

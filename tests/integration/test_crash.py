@@ -37,6 +37,17 @@ def totals(settings: Settings) -> Counter[str]:
     return Counter({t: sum(s["totals"].values()) for t, s in snaps.items()})  # type: ignore[attr-defined]
 
 
+def links(settings: Settings) -> Counter[tuple[str, str]]:
+    """Recognitions per (giver, recipient) in every team's snapshot: what the connection
+    figures and gaming signals are computed from."""
+    found = Counter[tuple[str, str]]()
+    for snapshot in latest_snapshots(settings).values():
+        for day in snapshot["days"].values():  # type: ignore[attr-defined]
+            for giver, recipients in day["links"].items():
+                found.update({(giver, r): n for r, n in recipients.items()})
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.kafka_nodes(3)
 def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
@@ -44,11 +55,12 @@ def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
 ) -> None:
     asyncio.run(put_people(settings, PEOPLE))
     rng = random.Random(1)
-    events, expected = [], Counter[str]()
+    events, expected, expected_links = [], Counter[str](), Counter[tuple[str, str]]()
     for i in range(EVENTS):
         giver, recipient = rng.sample(PEOPLE, 2)
         events.append((giver.id.encode(), kudos_event(f"c{i}", giver.id, [recipient.id], "/load")))
         expected[recipient.team_id] += 1  # one value ("growth") per kudos
+        expected_links[(giver.id, recipient.id)] += 1
     # The victim never commits: its partitions are taken over from no commit at all, as
     # when a worker dies in its first seconds (faust commits every 2.8 s).
     never = {"BROKER_COMMIT_INTERVAL": "3600", "BROKER_COMMIT_EVERY": "100000000"}
@@ -69,6 +81,7 @@ def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
     final = totals(settings)
     differ = {t: (final[t], n) for t, n in expected.items() if final[t] != n}
     assert not differ, f"(counted, expected) per team: {differ}"
+    assert links(settings) == expected_links  # connection figures: exact too
     assert at_kill < EVENTS  # the kill really came mid-stream
 
 
@@ -88,11 +101,12 @@ def test_workers_joining_and_leaving_under_load_keep_totals_exact_and_never_go_b
 ) -> None:
     asyncio.run(put_people(settings, PEOPLE))
     rng = random.Random(3)
-    events, expected = [], Counter[str]()
+    events, expected, expected_links = [], Counter[str](), Counter[tuple[str, str]]()
     for i in range(EVENTS):
         giver, recipient = rng.sample(PEOPLE, 2)
         events.append((giver.id.encode(), kudos_event(f"j{i}", giver.id, [recipient.id], "/load")))
         expected[recipient.team_id] += 1
+        expected_links[(giver.id, recipient.id)] += 1
 
     def load() -> None:  # about 30 s of steady load, across every rebalance below
         for i in range(0, EVENTS, 500):
@@ -113,7 +127,7 @@ def test_workers_joining_and_leaving_under_load_keep_totals_exact_and_never_go_b
     producer.join()
     wait_until(lambda: totals(settings) == expected, timeout=120)
     time.sleep(3)  # nothing late may push a team past its exact total
-    assert totals(settings) == expected
+    assert totals(settings) == expected and links(settings) == expected_links
     # Two workers never published one team at once: its figures never went back.
     for team, seen in totals_in_log_order(settings).items():
         assert seen == sorted(seen), (team, [b for a, b in itertools.pairwise(seen) if b < a])

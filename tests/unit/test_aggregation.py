@@ -72,9 +72,12 @@ def test_apply_survives_a_json_round_trip_as_in_the_changelog() -> None:
     facts = service.fan_out("/s", "e1", kudos("bob", "ann", "cid"), PEOPLE.get)
     stored = orjson.loads(orjson.dumps(service.apply(None, facts, set())))
     assert service.apply(stored, facts, service.seen_ids(stored, {}.__getitem__)) is None
-    # Every field comes back; values as a JSON array does, a list.
+    # Every field comes back; values and recipients as JSON arrays do, lists.
     back = service.loads(service.dumps(facts))
-    assert [dataclasses.replace(f, values=tuple(f.values)) for f in back] == facts
+    assert [
+        dataclasses.replace(f, values=tuple(f.values), recipients=tuple(f.recipients)) for f in back
+    ] == facts
+    assert facts[0].recipients == ("ann", "cid") and facts[0].hour == 23
 
 
 def test_sealed_chunks_keep_every_id_and_the_bucket_small() -> None:

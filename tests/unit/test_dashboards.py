@@ -19,9 +19,10 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-def test_the_three_dashboards_are_there() -> None:
+def test_the_four_dashboards_are_there() -> None:
     titles = {load(p)["title"] for p in DASHBOARDS}
-    assert titles == {"Rapport / Appreciation", "Rapport / Trust", "Rapport / Platform health"}
+    assert titles == {"Rapport / Appreciation", "Rapport / Connections", "Rapport / Trust",
+                      "Rapport / Platform health"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)

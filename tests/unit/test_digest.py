@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
@@ -12,6 +12,7 @@ from services.aggregator import trust as agg
 from services.digest import render
 from services.digest.api import due_week
 from services.digest.service import Digest, NotAManager, build
+from shared import connections as cx
 from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
@@ -60,17 +61,25 @@ def snapshots() -> dict[str, TeamSnapshot]:
         update={
             "days": {
                 "2026-11-10": DayActivity(received={"a": 2, "b": 1}, given={"b": 1, "a": 2},
-                                          values={"growth": 2, "direction": 1}, cross_team=1),
-                "2026-11-03": DayActivity(received={"a": 1}, given={"b": 1}, values={"growth": 1}),
+                                          values={"growth": 2, "direction": 1}, cross_team=1,
+                                          links={"a": {"b": 1, "y": 1}, "b": {"a": 1}}),
+                "2026-11-03": DayActivity(received={"a": 1}, given={"b": 1}, values={"growth": 1},
+                                          links={"b": {"a": 1}, "lee": {"c": 1}}),
             }
         }
     )  # fmt: skip
-    beta = answers(3, "beta", 5)  # three respondents: below k
+    beta = answers(3, "beta", 5).model_copy(  # three respondents: below k
+        update={"days": {"2026-10-14": DayActivity(links={"x": {"d": 1}})}}  # only a week ago
+    )
     return {"alpha": alpha, "beta": beta}
 
 
+def graph(last_day: date, days: int) -> cx.Graph:
+    return cx.graph(snapshots().values(), last_day, days)
+
+
 def digest(manager: str = "lee") -> Digest:
-    return build(manager, "2026-W46", directory(), snapshots().get, DEFAULT)
+    return build(manager, "2026-W46", directory(), snapshots().get, graph, DEFAULT)
 
 
 def test_appreciation_figures_match_hand_computed_values() -> None:
@@ -99,10 +108,29 @@ def test_trust_figures_suggestions_and_the_below_k_team() -> None:
     assert d.actions[0].startswith("Ask each report in your next 1:1")  # weakest: growth
     assert d.actions[1].startswith("You rated growth 3.0 points higher")  # largest gap
     assert d.actions[2].startswith("Recognize C Person, D Person, E Person and 1 more")
-    beta = build("x", "2026-W46", directory(), snapshots().get, DEFAULT)
+    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT)
     assert beta.team_id == "beta" and beta.trust is None
     text = render.text(beta, K)
     assert "Not enough survey answers yet" in text and "Trust index" not in text
+
+
+def test_connections_name_only_the_managers_own_people() -> None:
+    c = digest().connections
+    # 28 days to 15 Nov: a -> y (beta). To 8 Nov: x -> d (beta) on 14 Oct.
+    assert (c.breadth, c.breadth_before) == (1, 1)
+    # lee's reports with no link in 28 days (x in beta too); never z, who reports to a.
+    assert [p.id for p in c.isolated] == ["d", "e", "x"]
+    assert [p.id for p in c.not_recognized] == ["a", "b", "d", "e", "x"]  # lee thanked c
+    assert c.action.startswith("Check in with D Person, E Person, Xi Beta: nobody")
+    text = render.text(digest(), K)
+    assert "Teams exchanged recognition with: 1 (a week before: 1)" in text
+    assert "Neither gave nor received any recognition: D Person, E Person, Xi Beta." in text
+    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT).connections
+    assert beta.breadth == 1 and beta.breadth_before == 1  # a -> y now, x -> d before
+    assert [p.id for p in beta.isolated] == ["w"] and [p.id for p in beta.not_recognized] == [
+        "w",
+        "y",
+    ]
 
 
 def test_only_managers_get_a_digest() -> None:
