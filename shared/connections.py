@@ -69,13 +69,15 @@ class Graph:
     out: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     into: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     hours: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    totals: dict[str, int] = field(default_factory=dict)  # per giver, to anyone
 
     def add(self, giver: str, recipient: str, n: int) -> None:
         self.out[giver][recipient] = self.out[giver].get(recipient, 0) + n
         self.into[recipient][giver] = self.into[recipient].get(giver, 0) + n
+        self.totals[giver] = self.totals.get(giver, 0) + n
 
     def given(self, person: str) -> int:
-        return sum(self.out.get(person, {}).values())
+        return self.totals.get(person, 0)
 
     def neighbours(self, person: str) -> set[str]:
         return set(self.out.get(person, ())) | set(self.into.get(person, ()))
@@ -115,12 +117,10 @@ def trading_pairs(g: Graph, t: Thresholds) -> list[frozenset[str]]:
     pairs = set()
     for a, links in g.out.items():
         for b, n in links.items():
+            if n < t.trading_min or n < t.trading_share * g.given(a):
+                continue
             back = g.out.get(b, {}).get(a, 0)
-            if (
-                min(n, back) >= t.trading_min
-                and n >= t.trading_share * g.given(a)
-                and back >= t.trading_share * g.given(b)
-            ):
+            if back >= t.trading_min and back >= t.trading_share * g.given(b):
                 pairs.add(frozenset((a, b)))
     return sorted(pairs, key=sorted)
 
@@ -129,9 +129,13 @@ def rings(g: Graph, t: Thresholds) -> list[frozenset[str]]:
     # Givers enough, who gave only to one another: drop anyone who gave outside, again
     # until nobody does. What is left splits into strongly connected groups, and a
     # group with no recognition leaving it is a ring.
-    closed = {p for p in g.out if g.given(p) >= t.ring_min}
-    while leaving := {p for p in closed if not closed.issuperset(g.out[p])}:
-        closed -= leaving
+    closed = {p for p, n in g.totals.items() if n >= t.ring_min}
+    leaving = [p for p in closed if not closed.issuperset(g.out[p])]
+    while leaving:
+        p = leaving.pop()
+        if p in closed:
+            closed.remove(p)
+            leaving += [q for q in g.into.get(p, ()) if q in closed]  # they gave to p
     within = nx.DiGraph((a, b) for a in closed for b in g.out[a])
     groups = [frozenset(c) for c in nx.strongly_connected_components(within)]
     return sorted(
@@ -179,16 +183,17 @@ def team_connections(
     found: Signals,
 ) -> TeamConnections:
     ids = {p.id for p in members}
+    near = {m: g.neighbours(m) for m in ids}
     inside = [(a, b) for a in ids for b in g.out.get(a, ()) if b in ids]
     back = sum(1 for a, b in inside if a in g.out.get(b, ()))
     led = [p for p in members if p.manager_id is not None and p.manager_id != p.id]
     by_leader = sum(1 for p in led if p.id in g.out.get(p.manager_id or "", ()))
     return TeamConnections(
-        breadth=breadth(ids, team_id, g, team_of),
+        breadth=_breadth(near, team_id, team_of),
         reciprocity=back / len(inside) if inside else None,
-        isolated=sorted(m for m in ids if not g.neighbours(m)),
+        isolated=sorted(m for m, n in near.items() if not n),
         leader_connection=by_leader / len(led) if led else None,
-        concentration=concentration(ids, g),
+        concentration=_concentration(near),
         trading_pairs=sum(1 for pair in found.pairs if pair & ids),
         rings=sum(1 for ring in found.rings if ring & ids),
         bursts=sum(1 for giver, _ in found.bursts if giver in ids),
@@ -198,14 +203,20 @@ def team_connections(
 def breadth(
     ids: Collection[str], team_id: str, g: Graph, team_of: Callable[[str], str | None]
 ) -> int:
-    teams = {team_of(n) for m in ids for n in g.neighbours(m)}
+    """Other teams whose people the people ``ids`` of ``team_id`` exchanged recognition with."""
+    return _breadth({m: g.neighbours(m) for m in ids}, team_id, team_of)
+
+
+def _breadth(
+    near: Mapping[str, set[str]], team_id: str, team_of: Callable[[str], str | None]
+) -> int:
+    teams = {team_of(n) for neighbours in near.values() for n in neighbours}
     return len(teams - {team_id, None})
 
 
-def concentration(ids: Collection[str], g: Graph) -> float | None:
-    links = {frozenset((m, n)) for m in ids for n in g.neighbours(m)}
+def _concentration(near: Mapping[str, set[str]]) -> float | None:
+    links = {frozenset((m, n)) for m, neighbours in near.items() for n in neighbours}
     if not links:
         return None
-    degree: Mapping[str, int] = {m: len(g.neighbours(m)) for m in ids}
-    top = set(sorted(ids, key=lambda m: (-degree[m], m))[: math.ceil(len(ids) / 5)])
+    top = set(sorted(near, key=lambda m: (-len(near[m]), m))[: math.ceil(len(near) / 5)])
     return sum(1 for link in links if link & top) / len(links)

@@ -23,7 +23,9 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-class AppreciationCollector(Collector):
+class SnapshotCollector(Collector):
+    """Figures computed at scrape time from the directory and every team's snapshot."""
+
     def __init__(
         self,
         directory: DirectoryView,
@@ -34,6 +36,8 @@ class AppreciationCollector(Collector):
         self._snapshots = snapshots
         self._today = today
 
+
+class AppreciationCollector(SnapshotCollector):
     def collect(self) -> Iterator[Metric]:
         today = self._today()
         total = CounterMetricFamily(
@@ -114,17 +118,7 @@ TRUST_DIMENSION = [
 ]  # fmt: skip
 
 
-class TrustCollector(Collector):
-    def __init__(
-        self,
-        directory: DirectoryView,
-        snapshots: SnapshotView,
-        today: Callable[[], date] = _today,
-    ) -> None:
-        self._directory = directory
-        self._snapshots = snapshots
-        self._today = today
-
+class TrustCollector(SnapshotCollector):
     def collect(self) -> Iterator[Metric]:
         today = self._today()
         team = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in TRUST_TEAM}
@@ -181,7 +175,7 @@ CONNECTION = [
 ]  # fmt: skip
 
 
-class ConnectionCollector(Collector):
+class ConnectionCollector(SnapshotCollector):
     """Connection figures and gaming signals (``shared.connections``), per team and window."""
 
     def __init__(
@@ -191,10 +185,8 @@ class ConnectionCollector(Collector):
         thresholds: cx.Thresholds,
         today: Callable[[], date] = _today,
     ) -> None:
-        self._directory = directory
-        self._snapshots = snapshots
+        super().__init__(directory, snapshots, today)
         self._thresholds = thresholds
-        self._today = today
 
     def collect(self) -> Iterator[Metric]:
         today = self._today()
