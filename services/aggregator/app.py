@@ -110,6 +110,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         try:
             await snapshots.run(lambda: transport.active_partitions(app, topics.TEAM_FACTS))
         except Exception:
+            if app.should_stop:  # the producer stopped under a tick: the next owner of
+                return  # these partitions republishes every team it takes over
             log.exception("publishing snapshots failed; exiting so that they are rebuilt")
             os._exit(1)
 

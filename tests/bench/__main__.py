@@ -72,7 +72,9 @@ def recognition(i: int, people: int = PEOPLE, value: str = "growth") -> dict[str
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+def process(
+    args: list[str], env: dict[str, str], ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -85,7 +87,7 @@ def process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[No
                 time.sleep(0.3)
         else:
             raise RuntimeError(f"{args} not ready at {ready_url}")
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -346,6 +348,7 @@ def history(results: dict[str, Any], broker: str) -> None:
             seconds = asyncio.run(drained(settings, n, started(survivor)))
             results["aggregator_rss_mb"] = rss_mb(proc.pid)
             results["aggregator_eps_1m"] = round(n / seconds)
+            scrape(results, env)
             log(f"a second worker joins: {n:,} recognitions of history in the tables ...")
             with workers(env, 1) as [(victim, joined)]:
                 start, partitions = time.perf_counter(), settings.topic_partitions
@@ -359,6 +362,22 @@ def history(results: dict[str, Any], broker: str) -> None:
                 results["takeover_history_s"] = round(owned, 2)
                 results["takeover_history_backlog_counted_s"] = round(counted, 2)
                 results["aggregator_rss_mb_after_takeover"] = rss_mb(proc.pid)
+
+
+def scrape(results: dict[str, Any], env: dict[str, str]) -> None:
+    """The metrics service over the history's snapshots: seconds for one /metrics (every
+    figure, connections and gaming signals included, over 100,000 people), and its RSS."""
+    env = {**env, "RAPPORT_METRICS_PORT": str(free_port())}
+    url = f"http://127.0.0.1:{env['RAPPORT_METRICS_PORT']}"
+    log("the metrics service over 5,000 teams' snapshots: one scrape ...")
+    with process([sys.executable, "-m", "services.cli", "metrics"], env, f"{url}/readyz") as p:
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            httpx.get(f"{url}/metrics", timeout=300).raise_for_status()
+            seconds.append(time.perf_counter() - start)
+        results["scrape_1m_s"] = round(min(seconds), 2)
+        results["metrics_rss_mb_1m"] = rss_mb(p.pid)
 
 
 def metric_value(url: str, name: str, labels: str) -> float:
