@@ -3,6 +3,8 @@ snapshots."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,13 +25,19 @@ def create(settings: Settings | None = None) -> FastAPI:
     directory = DirectoryView(settings)
     snapshots = SnapshotView(settings)
 
+    connections = ConnectionCollector(directory, snapshots, Thresholds.of(settings))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await directory.start()
         await snapshots.start()
+        computing = asyncio.create_task(connections.run(), name="connection-figures")
         try:
             yield
         finally:
+            computing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await computing
             await snapshots.stop()
             await directory.stop()
 
@@ -43,5 +51,5 @@ def create(settings: Settings | None = None) -> FastAPI:
     app = create_app("Rapport metrics service", lifespan, ready)
     app.state.registry.register(AppreciationCollector(directory, snapshots))
     app.state.registry.register(TrustCollector(directory, snapshots))
-    app.state.registry.register(ConnectionCollector(directory, snapshots, Thresholds.of(settings)))
+    app.state.registry.register(connections)
     return app

@@ -6,7 +6,11 @@ appears, and trust figures exist only where the aggregator published k-anonymous
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,7 +20,10 @@ from shared import appreciation as ap
 from shared import connections as cx
 from shared import trust as tr
 from shared.directory import DirectoryView
+from shared.events import Person, TeamSnapshot
 from shared.snapshots import SnapshotView
+
+log = logging.getLogger(__name__)
 
 
 def _today() -> date:
@@ -154,6 +161,7 @@ class TrustCollector(SnapshotCollector):
         yield from dims.values()
 
 
+CONNECTIONS_EVERY_S = 1.0
 CONNECTION = [
     ("rapport_connection_breadth_teams", "Other teams whose people the team's active members "
      "gave recognition to or received it from in the window."),
@@ -175,8 +183,44 @@ CONNECTION = [
 ]  # fmt: skip
 
 
+def connection_families(
+    people: Sequence[Person],
+    snapshots: Sequence[TeamSnapshot | None],
+    thresholds: cx.Thresholds,
+    today: date,
+) -> list[Metric]:
+    """Every team's connection figures and gaming signals, from copies of the directory's
+    people and the latest snapshots (nothing shared: a thread of its own can compute them)."""
+    families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
+    team_of = {p.id: p.team_id for p in people}
+    members: dict[str, list[Person]] = defaultdict(list)
+    for p in sorted(people, key=lambda p: p.id):
+        if p.active:
+            members[p.team_id].append(p)
+    for label, days in ap.WINDOWS.items():
+        g = cx.graph(snapshots, today, days)
+        found = cx.signals(g, thresholds)
+        for team in sorted(members):
+            f = cx.team_connections(members[team], team, g, team_of.get, found)
+            for name, value in (
+                ("rapport_connection_breadth_teams", f.breadth),
+                ("rapport_connection_reciprocity_ratio", f.reciprocity),
+                ("rapport_connection_isolated_people", len(f.isolated)),
+                ("rapport_connection_leader_ratio", f.leader_connection),
+                ("rapport_connection_concentration_ratio", f.concentration),
+                ("rapport_gaming_trading_pairs", f.trading_pairs),
+                ("rapport_gaming_rings", f.rings),
+                ("rapport_gaming_bursts", f.bursts),
+            ):
+                if value is not None:
+                    families[name].add_metric([team, label], value)
+    return list(families.values())
+
+
 class ConnectionCollector(SnapshotCollector):
-    """Connection figures and gaming signals (``shared.connections``), per team and window."""
+    """Serves the connection figures last computed by :meth:`run`, which computes them
+    again and again in a thread: over 100,000 people they take seconds, and a scrape (with
+    every other figure in it) must not wait for them."""
 
     def __init__(
         self,
@@ -187,27 +231,29 @@ class ConnectionCollector(SnapshotCollector):
     ) -> None:
         super().__init__(directory, snapshots, today)
         self._thresholds = thresholds
+        self._families = connection_families([], [], thresholds, today())  # none yet
+        self._seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
-        today = self._today()
-        families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
-        every = [self._snapshots.get(t) for t in self._snapshots.teams()]
-        for label, days in ap.WINDOWS.items():
-            g = cx.graph(every, today, days)
-            found = cx.signals(g, self._thresholds)
-            for team in self._directory.teams():
-                members = self._directory.members(team)
-                f = cx.team_connections(members, team, g, self._directory.team_of, found)
-                for name, value in (
-                    ("rapport_connection_breadth_teams", f.breadth),
-                    ("rapport_connection_reciprocity_ratio", f.reciprocity),
-                    ("rapport_connection_isolated_people", len(f.isolated)),
-                    ("rapport_connection_leader_ratio", f.leader_connection),
-                    ("rapport_connection_concentration_ratio", f.concentration),
-                    ("rapport_gaming_trading_pairs", f.trading_pairs),
-                    ("rapport_gaming_rings", f.rings),
-                    ("rapport_gaming_bursts", f.bursts),
-                ):
-                    if value is not None:
-                        families[name].add_metric([team, label], value)
-        yield from families.values()
+        yield from self._families
+        yield GaugeMetricFamily(
+            "rapport_connection_compute_seconds",
+            "Seconds the connection figures last took to compute; they are computed again "
+            f"every {CONNECTIONS_EVERY_S:.0f} s, or twice that long if longer.",
+            value=self._seconds,
+        )
+
+    async def run(self) -> None:
+        """Compute the figures again, for ever."""
+        while True:
+            started = time.monotonic()
+            people = self._directory.people()
+            every = [self._snapshots.get(t) for t in self._snapshots.teams()]
+            try:
+                self._families = await asyncio.to_thread(
+                    connection_families, people, every, self._thresholds, self._today()
+                )
+            except Exception:  # the figures stay as they were; the next round tries again
+                log.exception("computing the connection figures failed")
+            self._seconds = time.monotonic() - started
+            await asyncio.sleep(max(CONNECTIONS_EVERY_S, 2 * self._seconds))

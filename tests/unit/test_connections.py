@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from services.aggregator import service
+from services.metrics.collector import connection_families
 from shared import connections as cx
 from shared.events import Person, RecognitionGiven, TeamSnapshot, TeamTrust
 from shared.settings import Settings
@@ -197,3 +198,18 @@ def test_thresholds_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAPPORT_TRADING_SHARE", "0")
     with pytest.raises(ValueError, match="trading_share"):
         Settings()
+
+
+def test_the_metrics_service_exports_each_figure_per_team_and_window() -> None:
+    families = connection_families(list(PEOPLE.values()), SNAPSHOTS, T, TODAY)
+    samples = {(s.name, s.labels["team"], s.labels["window"]): s.value
+               for f in families for s in f.samples}  # fmt: skip
+    assert samples[("rapport_connection_breadth_teams", "core", "28d")] == 2
+    assert samples[("rapport_connection_breadth_teams", "core", "7d")] == 1
+    assert samples[("rapport_connection_isolated_people", "ring", "28d")] == 1
+    assert samples[("rapport_connection_concentration_ratio", "core", "28d")] == 5 / 6
+    assert samples[("rapport_gaming_trading_pairs", "ops", "28d")] == 1
+    assert samples[("rapport_gaming_rings", "ring", "7d")] == 1
+    assert samples[("rapport_gaming_bursts", "burst", "7d")] == 1
+    assert ("rapport_connection_reciprocity_ratio", "exec", "28d") not in samples  # no pair
+    assert {team for _, team, _ in samples} == {p.team_id for p in PEOPLE.values()}
