@@ -365,16 +365,23 @@ def history(results: dict[str, Any], broker: str) -> None:
 
 
 def scrape(results: dict[str, Any], env: dict[str, str]) -> None:
-    """The metrics service over the history's snapshots: seconds for one /metrics (every
-    figure, connections and gaming signals included, over 100,000 people), and its RSS."""
+    """The metrics service over the history's snapshots (100,000 people): seconds for a
+    round of connection figures (in its own thread), for one /metrics, and its RSS."""
     env = {**env, "RAPPORT_METRICS_PORT": str(free_port())}
     url = f"http://127.0.0.1:{env['RAPPORT_METRICS_PORT']}"
-    log("the metrics service over 5,000 teams' snapshots: one scrape ...")
+    log("the metrics service over 5,000 teams' snapshots ...")
     with process([sys.executable, "-m", "services.cli", "metrics"], env, f"{url}/readyz") as p:
+        rounds: list[float] = []
+        deadline = time.monotonic() + 300
+        while len(set(rounds)) < 3 and time.monotonic() < deadline:  # three rounds done
+            if took := metric_value(f"{url}/metrics", "rapport_connection_compute_seconds", ""):
+                rounds.append(took)
+            time.sleep(1)
+        results["connections_compute_s_1m"] = round(rounds[-1], 2) if rounds else None
         seconds = []
         for _ in range(3):
             start = time.perf_counter()
-            httpx.get(f"{url}/metrics", timeout=300).raise_for_status()
+            httpx.get(f"{url}/metrics", timeout=60).raise_for_status()
             seconds.append(time.perf_counter() - start)
         results["scrape_1m_s"] = round(min(seconds), 2)
         results["metrics_rss_mb_1m"] = rss_mb(p.pid)
