@@ -3,7 +3,8 @@
 RapportError
 ├── InvalidInput        422  the request breaks a rule (unknown person, value, ...)
 ├── NotFound            404  the thing named in the path does not exist
-└── BrokerUnavailable   503  the broker did not acknowledge; retry later
+├── BrokerUnavailable   503  the broker did not acknowledge; retry later
+└── NotReady            503  the service is still reading what it needs; retry later
 """
 
 from __future__ import annotations
@@ -30,5 +31,11 @@ class NotFound(RapportError):
 
 class BrokerUnavailable(RapportError):
     """The broker did not acknowledge in time; nothing was promised to the caller."""
+
+    status = 503
+
+
+class NotReady(RapportError):
+    """The service has not read what the answer needs yet (at start-up, a large topic)."""
 
     status = 503

@@ -73,8 +73,10 @@ class TopicView(ABC):
     ) -> None:
         """Apply one record, in offset order."""
 
-    async def start(self) -> None:
-        """Start following (once) and return when everything already there is applied."""
+    async def start(self, wait: bool = True) -> None:
+        """Start following (once) and, with ``wait``, return when everything already there
+        is applied. Without: at once; ``sync`` says when it has caught up (a large topic
+        can take minutes, and a service must not fail to start for that)."""
         async with self._start_lock:
             if self._task is None:
                 consumer = AIOKafkaConsumer(
@@ -93,7 +95,8 @@ class TopicView(ABC):
                         self._guard.expect(tp, 0)
                 self._consumer = consumer
                 self._task = asyncio.create_task(self._run(consumer), name=f"view-{self.topic}")
-        await self.sync()
+        if wait:
+            await self.sync()
 
     async def stop(self) -> None:
         if self._task is not None:

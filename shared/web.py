@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import BrokerUnavailable, InvalidInput, NotFound, RapportError
+from shared.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady, RapportError
 
 MAX_BODY_BYTES = 2 << 20
 RETRY_AFTER_S = "5"
@@ -210,6 +210,10 @@ def _domain_error(_: Request, exc: Exception) -> Response:
         return _error(404, "not_found", str(exc))
     if isinstance(exc, BrokerUnavailable):
         response = _error(503, "broker_unavailable", "the event broker is unavailable; retry")
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response
+    if isinstance(exc, NotReady):
+        response = _error(503, "not_ready", str(exc))
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
     return _error(exc.status, "error", str(exc))

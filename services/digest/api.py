@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from shared import connections as cx
 from shared.auth import ApiKeys, Client, require
 from shared.directory import DirectoryView
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, NotReady
 from shared.events import Person
 from shared.kafka import Publisher
 from shared.questions import catalogue
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 AdminDep = Annotated[Client, Depends(require("digest:admin"))]
 Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
 GRAPH_TTL_S = 10.0
+SNAPSHOTS_WAIT_S = 10.0
 router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
 
 
@@ -53,6 +54,16 @@ class Digests:
         self.deliverer = deliverer
         self.questions = catalogue(settings)
         self._graphs: dict[tuple[date, int], tuple[float, cx.Graph]] = {}
+
+    async def caught_up(self) -> None:
+        """The directory and the snapshots as they are on the broker now; ``NotReady``
+        while the snapshots are still being read (a large topic takes minutes at start-up,
+        and a digest from part of them would be sent once, wrong)."""
+        await self.directory.sync()
+        try:
+            await self.snapshots.sync(timeout_s=SNAPSHOTS_WAIT_S)
+        except TimeoutError:
+            raise NotReady("still reading the team snapshots; try again in a minute") from None
 
     def build(self, manager_id: str, week: str) -> service.Digest:
         return service.build(
@@ -125,9 +136,10 @@ async def preview(
     manager_id: str, _: AdminDep, digests: DigestsDep, week: Week = None
 ) -> HTMLResponse:
     """The digest's HTML exactly as it would be sent for ``week`` (default: last week)."""
-    await digests.directory.sync()
+    label = _week(week)
+    await digests.caught_up()
     try:
-        d = digests.build(manager_id, _week(week))
+        d = digests.build(manager_id, label)
     except service.NotAManager as exc:
         raise NotFound(str(exc)) from None
     return HTMLResponse(render.preview(d, digests.settings.anonymity_k))
@@ -137,7 +149,7 @@ async def preview(
 async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
     """Send ``week``'s digests now to every manager not sent one yet (failed ones again)."""
     label = _week(week)
-    await digests.directory.sync()
+    await digests.caught_up()
     outcomes = {
         m.id: await digests.send(m, label, retry_failed=True) for m in digests.directory.managers()
     }
@@ -146,6 +158,11 @@ async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
 
 async def send_due(digests: Digests) -> None:
     """Send every digest that is due and not sent yet."""
+    try:
+        await digests.caught_up()
+    except NotReady as exc:
+        log.info("no digests this round: %s", exc)
+        return
     for manager in digests.directory.managers():
         week = due_week(manager, datetime.now(UTC), digests.settings)
         if week is not None:
@@ -183,8 +200,9 @@ def create(settings: Settings | None = None) -> FastAPI:
             settings, Deliverer(settings, deliveries, publisher, sender, metrics)
         )
         await publisher.start()
-        for view in (digests.directory, digests.snapshots, deliveries):
-            await view.start()
+        await digests.directory.start()
+        await digests.snapshots.start(wait=False)  # digests wait for it (caught_up)
+        await deliveries.start()
         schedule = asyncio.create_task(_schedule(digests, metrics), name="digest-schedule")
         app.state.publisher = publisher
         try:

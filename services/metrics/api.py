@@ -30,7 +30,7 @@ def create(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await directory.start()
-        await snapshots.start()
+        await snapshots.start(wait=False)  # /readyz says when it has caught up
         computing = asyncio.create_task(connections.run(), name="connection-figures")
         try:
             yield

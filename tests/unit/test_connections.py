@@ -190,7 +190,7 @@ def test_redelivered_or_reordered_facts_leave_the_links_as_they_were() -> None:
 
 
 def test_thresholds_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cx.Thresholds.of(Settings()) == cx.Thresholds()  # documented defaults, one place
+    assert cx.Thresholds.of(Settings()) == cx.Thresholds()  # the same defaults in both
     for name, value in {"TRADING_MIN": "7", "TRADING_SHARE": "0.6", "RING_MIN": "4",
                         "BURST_MIN": "20", "BURST_FACTOR": "3"}.items():  # fmt: skip
         monkeypatch.setenv(f"RAPPORT_{name}", value)
