@@ -168,7 +168,10 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert max(cross) > 0
     gini = [v for k, v in samples.items() if k.startswith("rapport_recognition_gini")]
     assert max(gini) > 0.3  # a few people get a lot
-    # Connections: the silo team, the isolated people and the trading pair of the demo.
+    # Connections (computed a moment after the other figures, in a thread of their own):
+    # the silo team, the isolated people and the trading pair of the demo.
+    trading = 'rapport_gaming_trading_pairs{team="support",window="28d"}'
+    samples = wait_until(lambda: (s := parse(httpx.get(metrics).text)).get(trading) and s)
     breadth = {k: v for k, v in samples.items()
                if k.startswith("rapport_connection_breadth") and 'window="28d"' in k}  # fmt: skip
     assert breadth['rapport_connection_breadth_teams{team="sales",window="28d"}'] == 0
@@ -176,7 +179,7 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     isolated = [v for k, v in samples.items()
                 if k.startswith("rapport_connection_isolated") and 'window="28d"' in k]  # fmt: skip
     assert sum(isolated) >= 3
-    assert samples['rapport_gaming_trading_pairs{team="support",window="28d"}'] == 1
+    assert samples[trading] == 1
     assert sum(v for k, v in samples.items() if k.startswith("rapport_gaming_trading")) == 1
     assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 59
     # Trust: every team but the three-person one, whose figures must not exist at all.

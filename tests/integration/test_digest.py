@@ -144,6 +144,7 @@ def test_each_manager_gets_one_digest_whose_numbers_match_metrics(
     headers = seed(settings)
     spawn("aggregator", log=tmp_path / "aggregator.log")
     with TestClient(create_metrics(settings)) as metrics:
+        wait_until(lambda: metrics.get("/readyz").status_code == 200, timeout=60)  # caught up
 
         def figures() -> dict[str, float] | None:
             samples = parse(metrics.get("/metrics").text)

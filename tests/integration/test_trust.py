@@ -285,6 +285,7 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     aggregate = 'rapport_aggregator_events_total{stage="aggregate"}'
     wait_until(lambda: worker_metrics().get(aggregate, 0) >= expected, timeout=120)
     with TestClient(create_metrics(settings)) as metrics:
+        wait_until(lambda: metrics.get("/readyz").status_code == 200, timeout=60)  # caught up
         wait_until(lambda: INDEX in parse(metrics.get("/metrics").text), timeout=60)
         flood_responses = parse(metrics.get("/metrics").text).get(
             'rapport_trust_responses{team="flood",window="28d"}'
