@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import csv
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -159,6 +160,17 @@ def _release_large_buffers() -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
+def _collect_garbage_less_often() -> None:
+    """Run Python's cycle collector after 200,000 new objects, not 700.
+
+    A worker allocates millions of small objects a second (records, facts, buckets) and
+    keeps hundreds of thousands (its tables, which hold no cycles); at the default the
+    collector scanned them so often that it took about a quarter of the worker's time
+    (``python -m tests.bench aggregator``: 10,000 events/s before, 13,000 to 15,000 after).
+    """
+    gc.set_threshold(200_000, 50, 1000)
+
+
 @app.command()
 def aggregator() -> None:
     """Run one aggregator worker (start several to share the partitions)."""
@@ -169,6 +181,7 @@ def aggregator() -> None:
     from shared.topics import TopicsMismatch, check_partitions
 
     _release_large_buffers()
+    _collect_garbage_less_often()
     settings = Settings()
     try:
         asyncio.run(check_partitions(settings))

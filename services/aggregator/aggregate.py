@@ -10,6 +10,7 @@ the next snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from shared import topics
 from shared.questions import Catalogue
 
 from . import service
+from .batches import TURN
 from .forward import feedback_of
 from .output import Output, Sent, headers_of
 from .publish import Snapshots
@@ -78,11 +80,13 @@ class Aggregate:
             for f in team_facts:
                 grouped[(service.table_key(f.team_id, f.day), message.partition)].append(f)
                 handled += 1
-        for (key, partition), team_facts in grouped.items():
-            sent += await self.apply_facts(key, partition, team_facts)
+        for i, ((key, partition), team_facts) in enumerate(grouped.items(), 1):
+            sent += self.apply_facts(key, partition, team_facts)
+            if i % TURN == 0:
+                await asyncio.sleep(0)
         return sent, handled
 
-    async def apply_facts(
+    def apply_facts(
         self, key: str, partition: int, team_facts: list[service.TeamFact]
     ) -> list[Sent]:
         sent = []
@@ -96,7 +100,7 @@ class Aggregate:
                 updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
             for k, value in updates:
                 self.days[k] = value
-                sent.append(await self.out.changelog(self.days, k, value, partition))
+                sent.append(self.out.changelog(self.days, k, value, partition))
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
         self.snapshots.changed(*service.split_key(key))
@@ -113,7 +117,7 @@ class Aggregate:
         self.surveys.commit(updates)
         sent = []
         for key, value in updates:
-            sent.append(await self.out.changelog(self.trust, key, value, message.partition))
+            sent.append(self.out.changelog(self.trust, key, value, message.partition))
         for team_id in moved:
             self.snapshots.changed(team_id)
         return sent

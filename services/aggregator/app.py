@@ -60,6 +60,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=False,
         broker_max_poll_records=FETCH_RECORDS,
         producer_linger=0.005,  # a batch's sends go out in a few produce requests
+        producer_max_batch_size=900_000,  # faust: 16 kB, so a write of many batches per partition
         Table=transport.Table,  # tables that know how far into their changelog they are
         table_standby_replicas=1,  # a copy of each partition's tables on another worker
     )
@@ -84,9 +85,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     surveys = Surveys(trust, questions, settings.anonymity_k, settings.comment_k)
     seen = once.SeenEvents(event_ids, settings.dedupe_horizon_days)
     snapshots = Snapshots(out, days, surveys, partition_of, metrics)
-    fan_out = FanOut(out, directory, seen, event_ids, frozenset(settings.values),
+    fan_out = FanOut(out, directory, seen, event_ids, frozenset(settings.values), n,
                      partition_of, metrics)  # fmt: skip
-    forward = Forward(out, questions)
+    forward = Forward(out, questions, partition_of)
     aggregate = Aggregate(out, days, surveys, trust, questions, partition_of,
                           snapshots)  # fmt: skip
     gate = Gate()
@@ -108,7 +109,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.task  # type: ignore[untyped-decorator]  # as above
     async def publish_stage() -> None:
         try:
-            await snapshots.run(lambda: transport.active_partitions(app, topics.TEAM_FACTS))
+            await snapshots.run(
+                lambda: transport.active_partitions(app, topics.TEAM_FACTS), gate.busy
+            )
         except Exception:
             if app.should_stop:  # the producer stopped under a tick: the next owner of
                 return  # these partitions republishes every team it takes over

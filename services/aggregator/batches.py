@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -18,6 +19,10 @@ from .metrics import AggregatorMetrics
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # batches of a stage processed, not yet acknowledged by the broker
+# Items of a batch processed between two turns of the event loop (a stage's batch, or a
+# round of snapshots, can take seconds): the producer sends and reads its acks between,
+# so that the acks a stage waits for are not held up behind another stage's work.
+TURN = 250
 Process = Callable[[list[Message]], Awaitable[tuple[list[Awaitable[Any]], int]]]
 
 
@@ -34,6 +39,7 @@ class Gate:
 
     def __init__(self) -> None:
         self._count = 0
+        self._last = 0.0  # when a batch last entered or left (time.monotonic)
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = asyncio.Event()
@@ -42,10 +48,12 @@ class Gate:
     async def enter(self) -> None:
         await self._open.wait()
         self._count += 1
+        self._last = time.monotonic()
         self._idle.clear()
 
     def leave(self) -> None:
         self._count -= 1
+        self._last = time.monotonic()
         if not self._count:
             self._idle.set()
 
@@ -55,6 +63,10 @@ class Gate:
 
     def open(self) -> None:
         self._open.set()
+
+    def busy(self, within: float) -> bool:
+        """Whether a batch is in flight, or was ``within`` seconds ago."""
+        return self._count > 0 or time.monotonic() - self._last < within
 
 
 async def in_batches(

@@ -10,6 +10,7 @@ the partition of their teams. What cannot be counted goes to the dead-letter top
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,8 +22,10 @@ from shared import topics
 from shared.codec import CloudEvent, CodecError, decode
 from shared.directory import Roster
 from shared.events import RECOGNITION_GIVEN, RecognitionGiven, event_key
+from shared.kafka import partition_for
 
 from . import once, service
+from .batches import TURN
 from .metrics import AggregatorMetrics
 from .output import Output, Sent, headers_of
 from .transport import Store
@@ -39,6 +42,7 @@ class FanOut:
         seen: once.SeenEvents,
         seen_store: Store,
         values: frozenset[str],
+        partitions: int,
         partition_of: Callable[[str], int],
         metrics: AggregatorMetrics,
     ) -> None:
@@ -47,7 +51,8 @@ class FanOut:
         self.seen = seen
         self.seen_store = seen_store  # the event-ids table, kept by seen
         self.values = values
-        self.partition_of = partition_of
+        self.partitions = partitions  # of the recognition topic, as of every other
+        self.partition_of = partition_of  # of a team
         self.metrics = metrics
         self.expired_before = ""  # the day the events past the horizon were last forgotten
 
@@ -62,18 +67,18 @@ class FanOut:
         by_partition: dict[int, list[service.TeamFact]] = defaultdict(list)
         first_seen: dict[int, list[int]] = defaultdict(list)  # partition -> event, record
         now = datetime.now(UTC)
-        for message in messages:
+        for i, message in enumerate(messages, 1):
+            if i % TURN == 0:
+                await asyncio.sleep(0)
             try:
                 ce, recognition = self.recognition_of(message)
             except (CodecError, ValidationError) as exc:
                 sent.append(await self.out.to_dlq(message, str(exc), DLQ))
                 continue
-            partition = self.partition_of(event_key(ce.source, ce.id))
+            partition = partition_for(event_key(ce.source, ce.id).encode(), self.partitions)
             if partition != message.partition:  # another producer's key: to its partition
                 headers = list(headers_of(message))
-                sent.append(
-                    await self.out.send(topics.EVENTS, None, message.value, partition, headers)
-                )
+                sent.append(self.out.write(topics.EVENTS, partition, None, message.value, headers))
                 continue
             event = once.event_hash(ce.source, ce.id)
             record = once.record_hash(message.value, headers_of(message))
@@ -95,7 +100,7 @@ class FanOut:
         for partition, team_facts in by_partition.items():
             for i in range(0, len(team_facts), FACTS_PER_RECORD):
                 value = service.dumps(team_facts[i : i + FACTS_PER_RECORD])
-                sent.append(await self.out.send(topics.TEAM_FACTS, None, value, partition))
+                sent.append(self.out.write(topics.TEAM_FACTS, partition, None, value))
         return sent, len(messages)
 
     def recognition_of(self, message: Message) -> tuple[CloudEvent, RecognitionGiven]:
@@ -126,10 +131,10 @@ class FanOut:
         day = now.date().isoformat()
         for partition, pairs in first_seen.items():
             for key, value in self.seen.remember(partition, day, pairs):
-                sent.append(await self.out.changelog(self.seen_store, key, value, partition))
+                sent.append(self.out.changelog(self.seen_store, key, value, partition))
         if day != self.expired_before:  # a new day (or new partitions): forget the oldest
             self.expired_before = day
             for key in self.seen.expired(now.date()):  # a tombstone each
                 partition = int(key.split("/")[0])
-                sent.append(await self.out.changelog(self.seen_store, key, None, partition))
+                sent.append(self.out.changelog(self.seen_store, key, None, partition))
         return sent

@@ -9,7 +9,7 @@ to the same partition number, where it closes the round for every team there.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from faust.types import Message
 
@@ -48,9 +48,12 @@ def feedback_of(message: Message, questions: Catalogue) -> tuple[CloudEvent, Fee
 
 
 class Forward:
-    def __init__(self, out: Output, questions: Catalogue) -> None:
+    def __init__(
+        self, out: Output, questions: Catalogue, partition_of: Callable[[str], int]
+    ) -> None:
         self.out = out
         self.questions = questions
+        self.partition_of = partition_of  # of a team
 
     async def batch(self, messages: list[Message]) -> tuple[list[Sent], int]:
         sent = []
@@ -60,12 +63,10 @@ class Forward:
             except (CodecError, ValueError) as exc:  # pydantic's ValidationError included
                 sent.append(await self.out.to_dlq(message, str(exc), DLQ))
                 continue
-            headers = list(headers_of(message))
-            where: dict[str, Any]
+            headers = headers_of(message)
             if isinstance(item, RoundClosed):  # closes the round on the same partition
-                where = {"key": None, "partition": message.partition}
+                key, partition = None, message.partition
             else:
-                where = {"key": item.team_id.encode()}
-            sent.append(await self.out.send(topics.TEAM_FACTS, value=message.value,
-                                            headers=headers, **where))  # fmt: skip
+                key, partition = item.team_id.encode(), self.partition_of(item.team_id)
+            sent.append(self.out.write(topics.TEAM_FACTS, partition, key, message.value, headers))
         return sent, len(messages)

@@ -2,10 +2,13 @@
 
 tables team-days and team-trust --> rapport.metrics.snapshots.v1 (key: team)
 
-Every ``SNAPSHOT_EVERY_S`` (or as soon as the last round is out, when it took longer),
-every team whose tables changed since is published once, however busy it was; after a
-rebalance, every team the worker now owns is published again, so a snapshot lost in a
-crash is written again from the tables.
+Every ``SNAPSHOT_EVERY_S``, every team whose tables changed since is published once,
+however busy it was; after a rebalance, every team the worker now owns is published
+again, so a snapshot lost in a crash is written again from the tables. A round that
+takes long (thousands of teams, all changed while the worker catches up) is followed by
+a pause ``ROUND_PAUSE`` times as long while the stages are busy: snapshots then take at
+most a fifth of the worker's time, and the cost of an event does not grow with the
+number of teams; once the stages are idle, the changed teams go out at once.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from .surveys import Surveys
 log = logging.getLogger(__name__)
 SOURCE = "/rapport/aggregator"
 SNAPSHOT_EVERY_S = 0.2
+ROUND_PAUSE = 4
 SNAPSHOT_SLICE = 250  # teams whose snapshots are sent before waiting for the broker
+TURN_TEAMS = 25  # snapshots built between two turns of the event loop (see batches.TURN)
 # Under the broker's 1 MB a record, whatever one team sends: past it, a snapshot sheds
 # its oldest comments and days (the tables' records are small by construction).
 MAX_SNAPSHOT_BYTES = 900 * 1024
@@ -59,13 +64,20 @@ class Snapshots:
             self.days_by_team[team_id].add(day)
         self.dirty.add(team_id)
 
-    async def run(self, active: Callable[[], set[int]]) -> None:
-        """Publish the teams that changed, on the ``active`` partitions, for ever."""
+    async def run(self, active: Callable[[], set[int]], busy: Callable[[float], bool]) -> None:
+        """Publish the teams that changed, on the ``active`` partitions, for ever; pause
+        after a long round only while the stages are ``busy`` (else the last teams of a
+        catch-up would wait for the pause)."""
         while True:
             started = time.monotonic()
             if self.dirty:
                 await self.tick(active())
-            await asyncio.sleep(max(0.0, SNAPSHOT_EVERY_S - (time.monotonic() - started)))
+            took = time.monotonic() - started
+            await asyncio.sleep(max(0.0, SNAPSHOT_EVERY_S - took))
+            pause_until = time.monotonic() + ROUND_PAUSE * took
+            # Polled: "no batch for a while" is not an event anything sets.
+            while time.monotonic() < pause_until and busy(SNAPSHOT_EVERY_S):  # noqa: ASYNC110
+                await asyncio.sleep(SNAPSHOT_EVERY_S)
 
     async def tick(self, active: set[int]) -> None:
         """Publish the teams that changed, on the ``active`` partitions."""
@@ -92,17 +104,24 @@ class Snapshots:
         # sit in the producer's buffers together (over 100 MB with 5,000 teams).
         teams = list(teams)
         for i in range(0, len(teams), SNAPSHOT_SLICE):
-            await asyncio.gather(*[await self.send(t) for t in teams[i : i + SNAPSHOT_SLICE]])
+            sent = []
+            for team_id in teams[i : i + SNAPSHOT_SLICE]:
+                sent.append(await self.send(team_id))
+                if len(sent) % TURN_TEAMS == 0:
+                    await asyncio.sleep(0)
+            await asyncio.gather(*sent)
 
     async def send(self, team_id: str) -> Sent:
         days = self.days_by_team[team_id]
         buckets = {d: self.days[service.table_key(team_id, d)] for d in days}
         now = datetime.now(UTC)
         data = service.build_snapshot(team_id, buckets, self.surveys.team_trust(team_id), now)
-        if over := service.fit_snapshot(data, MAX_SNAPSHOT_BYTES):
+        ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)
+        headers, value = encode(ce)
+        if len(value) > MAX_SNAPSHOT_BYTES:
+            over = service.fit_snapshot(data, MAX_SNAPSHOT_BYTES)
             log.warning("snapshot of %s was %d bytes over; oldest comments/days left out",
                         team_id, over)  # fmt: skip
             self.metrics.trimmed.inc()
-        ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)
-        headers, value = encode(ce)
-        return await self.out.send(topics.SNAPSHOTS, team_id.encode(), value, headers=headers)
+            headers, value = encode(ce)
+        return await self.out.send(topics.SNAPSHOTS, team_id.encode(), value, headers)

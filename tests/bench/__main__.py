@@ -49,11 +49,25 @@ TARGETS = {
     "ingest_single_rps": (">=", 3000), "ingest_single_p99_ms": ("<=", 50),
     "ingest_batch_eps": (">=", 50_000), "aggregator_eps": (">=", 20_000),
     "freshness_p99_s": ("<=", 1), "takeover_s": ("<=", 10), "takeover_history_s": ("<=", 10),
-    "aggregator_rss_mb": ("<=", 500),
+    "aggregator_rss_mb": ("<=", 500), "ingest_single_failed": ("<=", 0),
+    "ingest_single_ratio": (">=", 0.6), "ingest_batch_ratio": (">=", 0.8),
+    "aggregator_ratio": (">=", 0.25), "aggregator_scale_ratio": (">=", 0.8),
+    "two_workers_ratio": (">=", 1.7),
 }  # fmt: skip
-KEYS = ["ingest_single_rps", "ingest_single_p99_ms", "bare_fastapi_rps", "ingest_batch_eps",
-        "raw_producer_eps", "aggregator_eps", "raw_consume_eps", "freshness_p50_s",
-        "freshness_p99_s", "takeover_s", "takeover_history_s", "aggregator_rss_mb"]  # fmt: skip
+# Each against its ceiling in the same run: (figure, ceiling).
+RATIOS = {
+    "ingest_single_ratio": ("ingest_single_rps", "bare_fastapi_rps"),
+    "ingest_batch_ratio": ("ingest_batch_eps", "raw_producer_eps"),
+    "aggregator_ratio": ("aggregator_eps", "raw_consume_eps"),
+    "aggregator_scale_ratio": ("aggregator_eps_5000_teams", "aggregator_eps"),
+    "two_workers_ratio": ("two_workers_eps", "one_worker_eps"),
+}
+KEYS = ["ingest_single_rps", "ingest_single_p99_ms", "bare_fastapi_rps", "ingest_single_ratio",
+        "ingest_batch_eps", "raw_producer_eps", "ingest_batch_ratio", "aggregator_eps",
+        "raw_consume_eps", "aggregator_ratio", "aggregator_eps_5000_teams",
+        "aggregator_scale_ratio", "one_worker_eps", "two_workers_eps", "two_workers_ratio",
+        "freshness_p50_s", "freshness_p99_s", "takeover_s", "takeover_history_s",
+        "aggregator_rss_mb"]  # fmt: skip
 
 
 BROKERS = {"tansu": "Tansu (embedded)", "kafka": "Apache Kafka (one node)"}
@@ -333,6 +347,40 @@ def aggregator(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
             results["aggregator_rss_mb_200k"] = rss_mb(proc.pid)
 
 
+def scale(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
+    """One worker draining ``n`` recognitions among ``HISTORY_PEOPLE`` people (5,000
+    teams) over ``HISTORY_DAYS`` days: the same as ``aggregator``, for an organisation a
+    hundred times larger."""
+    with embedded(broker) as (settings, env):
+        asyncio.run(put_people(settings, [Person(**p) for p in people(HISTORY_PEOPLE)]))
+        log(f"preloading {n:,} recognitions among {HISTORY_PEOPLE:,} people ...")
+        asyncio.run(raw_producer(settings, n, HISTORY_PEOPLE, days=HISTORY_DAYS))
+        log("one aggregator worker, 5,000 teams ...")
+        with workers(env, 1) as [(_, metrics)]:
+            seconds = asyncio.run(drained(settings, n, started(metrics)))
+            results["aggregator_eps_5000_teams"] = round(n / seconds)
+
+
+def scaling(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
+    """One worker, then two, each group formed on an empty topic, then ``n`` recognitions
+    produced: from the first one sent until the snapshots add up to ``n``."""
+    for count, key in ((1, "one_worker_eps"), (2, "two_workers_eps")):
+        with embedded(broker) as (settings, env):
+            asyncio.run(put_people(settings, [Person(**p) for p in people()]))
+            with workers(env, count) as started_workers:
+                log(f"{count} worker(s) joining ...")
+                while sum(metric_value(url, "rapport_aggregator_partitions", "")
+                          for _, url in started_workers) < settings.topic_partitions or any(
+                    metric_value(url, "rapport_aggregator_partitions", "") == 0
+                    for _, url in started_workers
+                ):  # fmt: skip
+                    time.sleep(0.2)
+                log(f"{count} worker(s): {n:,} recognitions ...")
+                start = time.perf_counter()
+                asyncio.run(raw_producer(settings, n))
+                results[key] = round(n / asyncio.run(drained(settings, n, start)))
+
+
 def history(results: dict[str, Any], broker: str) -> None:
     """One worker after ``HISTORY_EVENTS`` recognitions among ``HISTORY_PEOPLE`` people
     over ``HISTORY_DAYS`` days: its throughput and RSS; then a second worker joins, and
@@ -534,7 +582,7 @@ def write(results: dict[str, Any]) -> None:
     for key in KEYS + sorted({k for b in brokers for k in results[b]} - set(KEYS)):
         op, target = TARGETS.get(key, ("", None))
         cells = " | ".join(cell(key, results[b].get(key)) for b in brokers)
-        rows.append(f"| `{key}` | {cells} | {f'{op} {target:,}' if target else ''} |")
+        rows.append(f"| `{key}` | {cells} | {f'{op} {target:,}' if target is not None else ''} |")
     (DOCS / "BENCHMARKS.md").write_text(
         f"# Benchmarks\n\nMeasured with `make bench` on {results['machine']}, "
         f"{results['measured_at']}: every part on each broker in turn, on the same machine. "
@@ -553,7 +601,12 @@ def write(results: dict[str, Any]) -> None:
         "producer sends the same records with aiokafka (acks=all).\n"
         "- aggregator: one worker drains 200,000 preloaded recognitions (1,000 people, 50 "
         "teams), timed from its first recognition until the team snapshots add up to "
-        "exactly 200,000; the raw loop is aiokafka + orjson + a dict over the same topic.\n"
+        "exactly 200,000; the raw loop is aiokafka + orjson + a dict over the same topic; "
+        "`aggregator_eps_5000_teams`: the same among 100,000 people (5,000 teams) over 28 "
+        "days (part scale).\n"
+        "- scaling: one worker, then two, in their group before 200,000 recognitions are "
+        "produced, from the first sent until the snapshots add up to 200,000.\n"
+        "- ratios: each figure over its ceiling in the same run (`*_ratio`).\n"
         "- freshness: 200 recognitions one at a time, from the 202 until the metrics "
         "service's /metrics counts it.\n"
         "- takeover: two workers at 2,000 recognitions/s, one SIGKILLed: until the "
@@ -567,8 +620,16 @@ def write(results: dict[str, Any]) -> None:
     )
 
 
-PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "freshness": freshness,
-         "takeover": takeover, "history": history}  # fmt: skip
+PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "scale": scale,
+         "scaling": scaling, "freshness": freshness, "takeover": takeover,
+         "history": history}  # fmt: skip
+
+
+def ratios(results: dict[str, Any]) -> None:
+    """Each ratio whose figure and ceiling were both measured."""
+    for key, (figure, ceiling) in RATIOS.items():
+        if results.get(figure) and results.get(ceiling):
+            results[key] = round(results[figure] / results[ceiling], 2)
 
 
 def main() -> None:
@@ -590,6 +651,8 @@ def main() -> None:
         for broker in brokers:
             log(f"{part} on {BROKERS[broker]}")
             PARTS[part](results[broker], broker)
+    for broker in brokers:
+        ratios(results[broker])
     if chosen == list(PARTS) and brokers == list(BROKERS):
         write(results)
     log(json.dumps(results))

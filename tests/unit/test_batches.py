@@ -81,3 +81,19 @@ def test_batches_are_acked_in_order_once_their_output_is_acknowledged() -> None:
         assert events == 5
 
     asyncio.run(scenario())
+
+
+def test_the_gate_is_busy_while_a_batch_is_in_flight_and_a_moment_after() -> None:
+    async def scenario() -> list[bool]:
+        gate = Gate()
+        seen = [gate.busy(0.05)]  # nothing yet
+        await gate.enter()
+        await asyncio.sleep(0.1)
+        seen.append(gate.busy(0.05))  # in flight, however long
+        gate.leave()
+        seen.append(gate.busy(0.05))  # just left
+        await asyncio.sleep(0.1)
+        seen.append(gate.busy(0.05))
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, True, False]

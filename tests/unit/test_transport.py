@@ -17,7 +17,8 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores.memory import Store as MemoryStore
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
@@ -99,6 +100,37 @@ def test_mode_calls_the_root_logger_hook_so_repeated_library_lines_are_held_back
     finally:
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)
+
+
+def test_output_reaches_aiokafkas_producer_and_its_batches() -> None:
+    """``transport.kafka_producer`` and ``output.Output``: the aiokafka producer inside
+    faust's, its batch API, and a builder that takes a list of headers."""
+    assert "return self._producer" in inspect.getsource(driver.Producer._ensure_producer)
+    assert parameters(AIOKafkaProducer.create_batch) == ["self"]
+    assert parameters(AIOKafkaProducer.send_batch) == ["self", "batch", "topic", "partition"]
+    builder = BatchBuilder(1 << 20, 0)
+    assert builder.append(timestamp=None, key=b"k", value=b"v", headers=[("h", b"1")])
+    assert builder.record_count() == 1
+    with pytest.raises(TypeError):  # why Output hands it a list
+        builder.append(timestamp=None, key=b"k", value=b"v", headers=(("h", b"1"),))
+
+
+def test_a_full_lane_holds_its_partitions_out_of_the_fetches_until_it_has_room() -> None:
+    """``transport.Consumer._hold_full_lanes``, through faust's own pause and resume: a
+    paused partition is left out of the partitions faust fetches for."""
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    consumer = app.consumer
+    recognition, facts = (TP(t, 0) for t in ("rapport.recognition.v1", topics.TEAM_FACTS))
+    consumer.assignment = lambda: {recognition, facts}  # as if the group assigned them
+    consumer._set_active_tps({recognition, facts})
+    lane = type(consumer).lanes["rapport.recognition.v1"]
+    lane.put_nowait([])
+    lane.put_nowait([])  # full: its stage is behind
+    consumer._hold_full_lanes()
+    assert consumer._get_active_partitions() == {facts}
+    lane.get_nowait()
+    consumer._hold_full_lanes()
+    assert consumer._get_active_partitions() == {recognition, facts}
 
 
 def test_a_workers_active_partitions_come_from_faust_assignor() -> None:
