@@ -133,3 +133,24 @@ def test_a_snapshot_over_the_record_limit_sheds_its_oldest_comments_then_days() 
     service.fit_snapshot(data, 100)  # without comments: 136 bytes
     assert data["trust"]["comments"] == [] and list(data["days"]) == ["2026-11-03"]
     assert len(orjson.dumps(data)) <= 100
+
+
+def test_a_bucket_keeps_links_flat_and_the_snapshot_nests_them() -> None:
+    facts = service.fan_out("/s", "e1", kudos("lead", "ann", "cid"), PEOPLE.get)
+    facts += service.fan_out("/s", "e2", kudos("lead", "ann"), PEOPLE.get)
+    facts += service.fan_out("/s", "e3", kudos("bob", "ann"), PEOPLE.get)
+    bucket = service.apply(None, [f for f in facts if f.team_id == "a"], set())
+    assert bucket is not None
+    assert bucket["activity"]["links"] == {"lead ann": 2, "lead cid": 1, "bob ann": 1}
+    assert bucket["activity"]["hours"] == {"lead 23": 2, "bob 23": 1}
+    # A bucket written before links were flat, given to once more since.
+    old = orjson.loads(orjson.dumps(bucket))
+    old["activity"]["links"] = {"lead": {"ann": 5}, "lead ann": 1}
+    old["activity"]["hours"] = {"lead": {"22": 5}, "lead 22": 1}
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    data = service.build_snapshot("a", {"2026-11-20": bucket, "2026-11-19": old}, TeamTrust(), now)
+    day = TeamSnapshot.model_validate(data).days
+    assert day["2026-11-20"].links == {"lead": {"ann": 2, "cid": 1}, "bob": {"ann": 1}}
+    assert day["2026-11-20"].hours == {"lead": {"23": 2}, "bob": {"23": 1}}
+    assert day["2026-11-19"].links == {"lead": {"ann": 6}}
+    assert day["2026-11-19"].hours == {"lead": {"22": 6}}
