@@ -76,8 +76,8 @@ class Snapshots:
             await asyncio.sleep(max(0.0, SNAPSHOT_EVERY_S - took))
             pause_until = time.monotonic() + ROUND_PAUSE * took
             # Polled: "no batch for a while" is not an event anything sets.
-            while time.monotonic() < pause_until and busy(SNAPSHOT_EVERY_S):  # noqa: ASYNC110
-                await asyncio.sleep(SNAPSHOT_EVERY_S)
+            while (left := pause_until - time.monotonic()) > 0 and busy(SNAPSHOT_EVERY_S):  # noqa: ASYNC110
+                await asyncio.sleep(min(left, SNAPSHOT_EVERY_S))
 
     async def tick(self, active: set[int]) -> None:
         """Publish the teams that changed, on the ``active`` partitions."""
