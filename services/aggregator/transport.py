@@ -63,13 +63,11 @@ class Consumer(driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiting: set[tuple[TP, int]] = set()
-        self._held: set[TP] = set()  # paused while their lane is full
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109
-        self._hold_full_lanes()
         taken: dict[str, list[Message]] = defaultdict(list)
         async for tp, message in self._fetch(timeout):
             if tp.topic in self.lanes:
@@ -80,22 +78,6 @@ class Consumer(driver.Consumer):
             puts = [self.lanes[topic].put(messages) for topic, messages in taken.items()]
             await self.wait_first(asyncio.gather(*puts), self.suspend_flow.wait())
             self._taken_in({m.tp for messages in taken.values() for m in messages})
-
-    def _hold_full_lanes(self) -> None:
-        # A fetch hands over at most ``broker_max_poll_records`` records, the buffered
-        # ones of a topic with a backlog first. Its stage behind, every fetch waited for
-        # its full lane, and the other stages got their records in a few large fetches,
-        # idle between (team facts of 5,000 teams: the aggregate stage waited 80% of
-        # the time). faust's pause leaves a partition out of the fetches handed over
-        # (aiokafka keeps at most a fetch of it buffered) until its lane has room.
-        full = {topic for topic, lane in self.lanes.items() if lane.full()}
-        assigned = self.assignment()
-        held = {tp for tp in assigned if tp.topic in full}
-        if resumed := (self._held - held) & assigned:
-            self.resume_partitions(resumed)
-        if held - self._held:
-            self.pause_partitions(held - self._held)
-        self._held = held
 
     def _taken_in(self, tps: set[TP]) -> None:
         # What faust's streams record when they take an event: its consumer thread logs

@@ -115,24 +115,6 @@ def test_output_reaches_aiokafkas_producer_and_its_batches() -> None:
         builder.append(timestamp=None, key=b"k", value=b"v", headers=(("h", b"1"),))
 
 
-def test_a_full_lane_holds_its_partitions_out_of_the_fetches_until_it_has_room() -> None:
-    """``transport.Consumer._hold_full_lanes``, through faust's own pause and resume: a
-    paused partition is left out of the partitions faust fetches for."""
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
-    consumer = app.consumer
-    recognition, facts = (TP(t, 0) for t in ("rapport.recognition.v1", topics.TEAM_FACTS))
-    consumer.assignment = lambda: {recognition, facts}  # as if the group assigned them
-    consumer._set_active_tps({recognition, facts})
-    lane = type(consumer).lanes["rapport.recognition.v1"]
-    lane.put_nowait([])
-    lane.put_nowait([])  # full: its stage is behind
-    consumer._hold_full_lanes()
-    assert consumer._get_active_partitions() == {facts}
-    lane.get_nowait()
-    consumer._hold_full_lanes()
-    assert consumer._get_active_partitions() == {recognition, facts}
-
-
 def test_a_workers_active_partitions_come_from_faust_assignor() -> None:
     app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
     assert transport.active_partitions(app, "rapport.aggregator.team-facts.v1") == set()
