@@ -6,8 +6,9 @@ thread hop per request for a dictionary look-up.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -17,34 +18,32 @@ from shared.directory import DirectoryView
 from shared.kafka import Publisher
 from shared.settings import Settings
 from shared.views import TopicView
-from shared.web import create_app
+from shared.web import create_app, serve_first
 
 
-async def get_publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What a write endpoint works with. One dependency, not one each: FastAPI spends
+    about as long on each dependency of a request as on the request's own work."""
+
+    settings: Settings
+    directory: DirectoryView  # who may give, receive and answer
+    publisher: Publisher
 
 
-async def get_directory(request: Request) -> DirectoryView:
-    directory: DirectoryView = request.app.state.directory
-    return directory
+async def get_parts(request: Request) -> Parts:
+    parts: Parts = request.app.state.parts
+    return parts
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-DirectoryDep = Annotated[DirectoryView, Depends(get_directory)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+PartsDep = Annotated[Parts, Depends(get_parts)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
 
 def create_writer_app(
     title: str,
     settings: Settings,
-    router: APIRouter,
+    routers: Sequence[APIRouter],
     views: Mapping[str, type[TopicView]] | None = None,
 ) -> FastAPI:
     """A service that checks requests against the directory and publishes events.
@@ -56,10 +55,9 @@ def create_writer_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
         app.state.api_keys = api_keys
-        app.state.publisher = publisher = Publisher(settings)
-        app.state.directory = directory = DirectoryView(settings)
+        publisher, directory = Publisher(settings), DirectoryView(settings)
+        app.state.parts = Parts(settings, directory, publisher)
         followed: list[TopicView] = [directory]
         for name, kind in (views or {}).items():
             followed.append(kind(settings))
@@ -75,9 +73,9 @@ def create_writer_app(
             await publisher.stop()
 
     async def ready(app: FastAPI) -> bool:
-        publisher: Publisher = app.state.publisher
-        return await publisher.ping()
+        parts: Parts = app.state.parts
+        return await parts.publisher.ping()
 
     app = create_app(title, lifespan, ready)
-    app.include_router(router)
+    serve_first(app, *routers)
     return app

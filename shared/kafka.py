@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -29,11 +29,85 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmurhash2(key, MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
-def partitioner(key: bytes | None, every: list[int], available: list[int]) -> int:
-    """aiokafka's ``DefaultPartitioner``, with :func:`partition_for`."""
-    if key is None:
-        return random.choice(available or every)
-    return every[partition_for(key, len(every))]
+class Batch:
+    """Records of one topic and partition, sent as one produce batch; ``acked`` is done
+    (with the batch's ``RecordMetadata``) once the broker has acknowledged them all."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder  # aiokafka's BatchBuilder
+        self.acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def append(self, key: bytes | None, value: bytes | None, headers: Sequence[Any]) -> bool:
+        # A list: aiokafka's compiled builder takes no other sequence.
+        return self.builder.append(timestamp=None, key=key, value=value,
+                                   headers=list(headers)) is not None  # fmt: skip
+
+    @property
+    def records(self) -> int:
+        return int(self.builder.record_count())
+
+    def last_offset(self) -> int:
+        """The offset of the batch's last record, once acknowledged."""
+        return int(self.acked.result().offset) + self.records - 1
+
+    def _sent(self, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            self.acked.cancel()
+        elif (exc := sent.exception()) is not None:
+            self.acked.set_exception(exc)
+        else:
+            self.acked.set_result(sent.result())
+
+
+class Batches:
+    """Records gathered per topic and partition into aiokafka produce batches, which go
+    out together once the writer yields to the event loop.
+
+    One ``send`` a record costs a future, a callback and a partitioner call each (about
+    18 µs); a record appended to a batch, about 7 µs, and its writer awaits the batch's
+    one acknowledgement. Batches go out one flush at a time, so the records of a
+    partition reach the log in the order they were added, whichever writer added them.
+    """
+
+    def __init__(self, producer: Callable[[], AIOKafkaProducer]) -> None:
+        self._producer = producer
+        self._pending: dict[tuple[str, int], list[Batch]] = {}
+        self._flushing = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()  # referenced until done
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Batch:
+        """Add a record; return the batch it is in."""
+        if not self._pending:  # the first since the last flush: flush when the writer yields
+            flush = asyncio.create_task(self.flush())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        batches = self._pending.setdefault((topic, partition), [])
+        if not batches or not batches[-1].append(key, value, headers):
+            batches.append(Batch(self._producer().create_batch()))
+            if not batches[-1].append(key, value, headers):
+                raise ValueError(f"a record of {len(value or b'')} bytes fits no batch")
+        return batches[-1]
+
+    async def flush(self) -> None:
+        """Hand every pending batch to the producer, in the order they were added."""
+        async with self._flushing:
+            pending, self._pending = self._pending, {}
+            for (topic, partition), batches in pending.items():
+                for batch in batches:
+                    try:
+                        producer = self._producer()
+                        sent = await producer.send_batch(batch.builder, topic, partition=partition)
+                    except Exception as exc:  # whoever awaits the batch gets it
+                        batch.acked.set_exception(exc)
+                    else:
+                        sent.add_done_callback(batch._sent)
 
 
 class BrokerRefusedIdempotence(RuntimeError):
@@ -63,6 +137,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._batches: Batches | None = None
 
     def _make(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -72,7 +147,6 @@ class Publisher:
             linger_ms=2,  # small batches under load, no visible delay for one request
             request_timeout_ms=int(self._settings.publish_timeout_s * 1000),
             max_batch_size=1 << 20,
-            partitioner=partitioner,
         )
 
     async def start(self) -> None:
@@ -92,6 +166,7 @@ class Publisher:
                 "embedded mode, so a retried send is never written twice"
             ) from exc
         self._producer = producer
+        self._batches = Batches(lambda: producer)
 
     async def stop(self) -> None:
         """Flush and stop; give up on the flush if the broker is gone."""
@@ -105,21 +180,38 @@ class Publisher:
             log.warning("broker unreachable at shutdown; unacknowledged records dropped")
 
     async def publish(self, records: Sequence[Record]) -> None:
-        """Send all records; return once the broker acknowledged every one of them."""
-        if self._producer is None:
+        """Send all records; return once the broker acknowledged every one of them.
+
+        Records of concurrent requests share produce batches (:class:`Batches`); a key
+        picks its partition as aiokafka's default partitioner would (:func:`partition_for`).
+        """
+        if self._producer is None or self._batches is None:
             raise BrokerUnavailable("publisher is not started")
-        producer = self._producer
+        producer, batches = self._producer, self._batches
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
-                futures = [
-                    await producer.send(
-                        r.topic, r.value, key=r.key, headers=r.headers, partition=r.partition
-                    )
+                counts = {
+                    t: len(await producer.partitions_for(t)) for t in {r.topic for r in records}
+                }
+                waiting = {
+                    batches.add(r.topic, self._partition(r, counts[r.topic]), r.key, r.value,
+                                r.headers).acked
                     for r in records
-                ]
-                await asyncio.gather(*futures)
+                }  # fmt: skip
+                # Not gather: a request that gives up must not cancel a batch it shares.
+                await asyncio.wait(waiting)
+            for acked in waiting:
+                acked.result()
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    @staticmethod
+    def _partition(record: Record, partitions: int) -> int:
+        if record.partition is not None:
+            return record.partition
+        if record.key is None:
+            raise ValueError(f"a record for {record.topic} names neither key nor partition")
+        return partition_for(record.key, partitions)
 
     async def partitions(self, topic: str) -> list[int]:
         """The topic's partitions, from the broker's metadata."""

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from shared import connections as cx
-from shared.auth import ApiKeys, Client, require
+from shared.auth import ApiKeys, Client, Require
 from shared.directory import DirectoryView
 from shared.errors import InvalidInput, NotFound, NotReady
 from shared.events import Person
@@ -32,7 +32,7 @@ from . import mail, render, service
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
 
 log = logging.getLogger(__name__)
-AdminDep = Annotated[Client, Depends(require("digest:admin"))]
+AdminDep = Annotated[Client, Depends(Require("digest:admin"))]
 Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
 GRAPH_TTL_S = 10.0
 SNAPSHOTS_WAIT_S = 10.0

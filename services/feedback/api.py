@@ -6,14 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
-from shared.auth import Client, require
-from shared.deps import (
-    DirectoryDep,
-    IdempotencyKey,
-    PublisherDep,
-    SettingsDep,
-    create_writer_app,
-)
+from shared.auth import Client, Require
+from shared.deps import IdempotencyKey, PartsDep, create_writer_app
 from shared.events import SurveyRound
 from shared.questions import catalogue
 from shared.settings import Settings
@@ -24,8 +18,8 @@ from . import service
 from .models import Accepted, QuestionsOut, RoundIn, SelfAssessmentIn, SurveyResponseIn
 from .rounds import RoundsView
 
-WriterDep = Annotated[Client, Depends(require("feedback:write"))]
-AdminDep = Annotated[Client, Depends(require("feedback:admin"))]
+WriterDep = Annotated[Client, Depends(Require("feedback:write"))]
+AdminDep = Annotated[Client, Depends(Require("feedback:admin"))]
 SurveyId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 
 
@@ -42,9 +36,9 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get("/questions", response_model=QuestionsOut)
-async def get_questions(settings: SettingsDep) -> QuestionsOut:
+async def get_questions(parts: PartsDep) -> QuestionsOut:
     """The survey catalogue: one 1-5 item per dimension unless configured, plus eNPS."""
-    questions = catalogue(settings)
+    questions = catalogue(parts.settings)
     return QuestionsOut(
         items=questions.items, dimensions=questions.dimensions, scale=SCALE, enps=questions.enps
     )
@@ -59,10 +53,10 @@ async def list_rounds(rounds: RoundsDep) -> list[SurveyRound]:
 
 @router.post("/survey-rounds", status_code=202, response_model=SurveyRound, responses=WRITE_ERRORS)
 async def open_round(
-    body: RoundIn, client: AdminDep, rounds: RoundsDep, publisher: PublisherDep
+    body: RoundIn, client: AdminDep, rounds: RoundsDep, parts: PartsDep
 ) -> SurveyRound:
     """Open a survey round (feedback:admin): answers are taken until it closes."""
-    return await rounds_.open_round(body.survey_id, client, rounds, publisher)
+    return await rounds_.open_round(body.survey_id, client, rounds, parts.publisher)
 
 
 @router.post(
@@ -72,21 +66,19 @@ async def open_round(
     responses={**WRITE_ERRORS, **errors(404)},
 )
 async def close_round(
-    survey_id: SurveyId, client: AdminDep, rounds: RoundsDep, publisher: PublisherDep
+    survey_id: SurveyId, client: AdminDep, rounds: RoundsDep, parts: PartsDep
 ) -> SurveyRound:
     """Close a round (feedback:admin): its figures are published from the answers given
     until now, and never change."""
-    return await rounds_.close_round(survey_id, client, rounds, publisher)
+    return await rounds_.close_round(survey_id, client, rounds, parts.publisher)
 
 
 @router.post("/survey-responses", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 async def post_survey_response(
     body: SurveyResponseIn,
     client: WriterDep,
-    settings: SettingsDep,
-    directory: DirectoryDep,
+    parts: PartsDep,
     rounds: RoundsDep,
-    publisher: PublisherDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Accept one person's answers to an open round; a later answer replaces it."""
@@ -94,11 +86,11 @@ async def post_survey_response(
         body,
         idempotency_key=idempotency_key,
         client=client,
-        settings=settings,
-        questions=catalogue(settings),
-        directory=directory,
+        settings=parts.settings,
+        questions=catalogue(parts.settings),
+        directory=parts.directory,
         rounds=rounds,
-        publisher=publisher,
+        publisher=parts.publisher,
     )
     return Accepted(event_id=event_id)
 
@@ -107,10 +99,8 @@ async def post_survey_response(
 async def post_self_assessment(
     body: SelfAssessmentIn,
     client: WriterDep,
-    settings: SettingsDep,
-    directory: DirectoryDep,
+    parts: PartsDep,
     rounds: RoundsDep,
-    publisher: PublisherDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Accept a leader's prediction of how their team will answer an open round."""
@@ -118,10 +108,10 @@ async def post_self_assessment(
         body,
         idempotency_key=idempotency_key,
         client=client,
-        questions=catalogue(settings),
-        directory=directory,
+        questions=catalogue(parts.settings),
+        directory=parts.directory,
         rounds=rounds,
-        publisher=publisher,
+        publisher=parts.publisher,
     )
     return Accepted(event_id=event_id)
 
@@ -132,4 +122,4 @@ def create(settings: Settings | None = None) -> FastAPI:
     # Pseudonyms are only as safe as their key.
     settings.check_secrets("api_keys", "pseudonym_key")
     catalogue(settings)  # a broken questions file stops the service now, not per request
-    return create_writer_app("Rapport feedback service", settings, router, {"rounds": RoundsView})
+    return create_writer_app("Rapport feedback service", settings, [router], {"rounds": RoundsView})

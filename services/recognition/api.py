@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from shared.auth import Client, require
-from shared.deps import DirectoryDep, IdempotencyKey, PublisherDep, SettingsDep, create_writer_app
+from shared.auth import Client, Require
+from shared.deps import IdempotencyKey, PartsDep, create_writer_app
 from shared.errors import InvalidInput, NotFound
 from shared.events import Person
 from shared.settings import Settings
@@ -23,8 +23,8 @@ from .models import (
     RecognitionIn,
 )
 
-WriterDep = Annotated[Client, Depends(require("recognition:write"))]
-DirectoryWriterDep = Annotated[Client, Depends(require("directory:write"))]
+WriterDep = Annotated[Client, Depends(Require("recognition:write"))]
+DirectoryWriterDep = Annotated[Client, Depends(Require("directory:write"))]
 
 router = APIRouter(prefix="/v1", responses=WRITE_ERRORS)
 
@@ -33,9 +33,7 @@ router = APIRouter(prefix="/v1", responses=WRITE_ERRORS)
 async def post_recognition(
     body: RecognitionIn,
     client: WriterDep,
-    settings: SettingsDep,
-    directory: DirectoryDep,
-    publisher: PublisherDep,
+    parts: PartsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Accept one recognition; 202 once the broker has acknowledged it."""
@@ -44,9 +42,7 @@ async def post_recognition(
         batch=False,
         idempotency_key=idempotency_key,
         client=client,
-        values=settings.values,
-        directory=directory,
-        publisher=publisher,
+        parts=parts,
     )
     return Accepted(event_id=ids[0])
 
@@ -55,9 +51,7 @@ async def post_recognition(
 async def post_recognition_batch(
     body: RecognitionBatchIn,
     client: WriterDep,
-    settings: SettingsDep,
-    directory: DirectoryDep,
-    publisher: PublisherDep,
+    parts: PartsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchAccepted:
     """Accept up to 500 recognitions, all or nothing."""
@@ -66,30 +60,28 @@ async def post_recognition_batch(
         batch=True,
         idempotency_key=idempotency_key,
         client=client,
-        values=settings.values,
-        directory=directory,
-        publisher=publisher,
+        parts=parts,
     )
     return BatchAccepted(event_ids=ids)
 
 
 @router.post("/people/batch", status_code=202, response_model=PeopleAccepted)
 async def post_people(
-    body: PeopleBatchIn, client: DirectoryWriterDep, publisher: PublisherDep
+    body: PeopleBatchIn, client: DirectoryWriterDep, parts: PartsDep
 ) -> PeopleAccepted:
     """Create or replace many people in the directory."""
-    await service.publish_people(body.people, client, publisher)
+    await service.publish_people(body.people, client, parts.publisher)
     return PeopleAccepted(accepted=len(body.people))
 
 
 @router.put("/people/{person_id}", status_code=202, response_model=PeopleAccepted)
 async def put_person(
-    person_id: str, body: Person, client: DirectoryWriterDep, publisher: PublisherDep
+    person_id: str, body: Person, client: DirectoryWriterDep, parts: PartsDep
 ) -> PeopleAccepted:
     """Create or replace one person; the id in the path and the body must agree."""
     if body.id != person_id:
         raise InvalidInput("id", f"must equal the id in the path ({person_id!r})")
-    await service.publish_people([body], client, publisher)
+    await service.publish_people([body], client, parts.publisher)
     return PeopleAccepted(accepted=1)
 
 
@@ -97,22 +89,21 @@ async def put_person(
     "/people/{person_id}", status_code=202, response_model=PeopleAccepted, responses=errors(404)
 )
 async def delete_person(
-    person_id: str, client: DirectoryWriterDep, directory: DirectoryDep, publisher: PublisherDep
+    person_id: str, client: DirectoryWriterDep, parts: PartsDep
 ) -> PeopleAccepted:
     """Remove a person from the directory (a tombstone on the compacted topic)."""
-    if directory.get(person_id) is None:
-        await directory.sync()
-        if directory.get(person_id) is None:
+    if parts.directory.get(person_id) is None:
+        await parts.directory.sync()
+        if parts.directory.get(person_id) is None:
             raise NotFound(f"unknown person {person_id!r}")
-    await publisher.publish([service.person_record(person_id, None, client)])
+    await parts.publisher.publish([service.person_record(person_id, None, client)])
     return PeopleAccepted(accepted=1)
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the recognition service app: its API, and the Slack app's routes."""
-    routes = APIRouter()
-    routes.include_router(router)
-    routes.include_router(slack.router)
-    app = create_writer_app("Rapport recognition service", settings or Settings(), routes)
+    app = create_writer_app(
+        "Rapport recognition service", settings or Settings(), [router, slack.router]
+    )
     app.state.slack_replays = slack.Replays()
     return app

@@ -5,17 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from shared import topics
 from shared.auth import Client
-from shared.codec import CloudEvent
+from shared.codec import CloudEvent, format_time
+from shared.deps import Parts
 from shared.directory import DirectoryView
 from shared.errors import InvalidInput
 from shared.events import (
     PERSON,
     RECOGNITION_GIVEN,
     Person,
-    RecognitionFields,
     RecognitionGiven,
     event_key,
     event_time,
@@ -30,38 +31,50 @@ def source_for(client: Client) -> str:
     return f"/rapport/recognition/{client.name}"
 
 
-async def _unknown(ids: Sequence[str], directory: DirectoryView) -> list[str]:
-    return [i for i in ids if await directory.find_active(i) is None]
+async def _inactive(people: set[str], directory: DirectoryView) -> set[str]:
+    """Who of ``people`` is not an active person; on a miss, catch up once (they may be
+    a moment old), however many miss."""
+    missing = {i for i in people if (p := directory.get(i)) is None or not p.active}
+    if missing:
+        await directory.sync()
+        missing = {i for i in missing if (p := directory.get(i)) is None or not p.active}
+    return missing
 
 
-async def check(
-    r: RecognitionIn, where: str, values: Sequence[str], directory: DirectoryView
-) -> RecognitionGiven:
-    """Return the event for ``r``, or raise :class:`InvalidInput` naming the field."""
+def check(r: RecognitionIn, where: str, values: Sequence[str]) -> tuple[datetime, dict[str, Any]]:
+    """Return the time and data of ``r``'s event, or raise :class:`InvalidInput` naming
+    the field: what needs no directory."""
     occurred_at = event_time(r.occurred_at, f"{where}occurred_at")
     unknown_values = [v for v in r.values if v not in values]
     if unknown_values:
         raise InvalidInput(
             f"{where}values", f"unknown value(s) {unknown_values}; allowed: {list(values)}"
         )
-    if await _unknown([r.giver_id], directory):
+    # Every field was validated as part of ``r``: as RecognitionGiven dumps it, without
+    # building one.
+    data = r.model_dump(mode="json", include=_FIELDS)
+    if r.occurred_at is None:
+        data["occurred_at"] = format_time(occurred_at)
+    return occurred_at, data
+
+
+def check_people(r: RecognitionIn, where: str, inactive: set[str]) -> None:
+    """Raise :class:`InvalidInput` if the giver or a recipient is in ``inactive``."""
+    if r.giver_id in inactive:
         raise InvalidInput(f"{where}giver_id", f"unknown or inactive person {r.giver_id!r}")
-    missing = await _unknown(r.recipient_ids, directory)
+    missing = [i for i in r.recipient_ids if i in inactive]
     if missing:
         raise InvalidInput(f"{where}recipient_ids", f"unknown or inactive person(s) {missing}")
-    # Every field was validated as part of ``r``: no need to validate them again.
-    fields = {name: getattr(r, name) for name in RecognitionFields.model_fields}
-    return RecognitionGiven.model_construct(**fields, occurred_at=occurred_at)
 
 
-def recognition_record(event: RecognitionGiven, event_id: str, client: Client) -> Record:
-    ce = CloudEvent(
-        id=event_id,
-        source=source_for(client),
-        type=RECOGNITION_GIVEN,
-        time=event.occurred_at,
-        data=event.model_dump(mode="json"),
-    )
+_FIELDS = set(RecognitionGiven.model_fields)
+
+
+def recognition_record(
+    event: tuple[datetime, dict[str, Any]], event_id: str, client: Client
+) -> Record:
+    time, data = event
+    ce = CloudEvent(event_id, source_for(client), RECOGNITION_GIVEN, time, data)
     # Keyed by the event: its records meet on one partition, where it counts once.
     return Record.of(topics.RECOGNITION, event_key(ce.source, ce.id), ce)
 
@@ -87,17 +100,18 @@ async def accept_recognitions(
     batch: bool,
     idempotency_key: str | None,
     client: Client,
-    values: Sequence[str],
-    directory: DirectoryView,
-    publisher: Publisher,
+    parts: Parts,
 ) -> list[str]:
     """Validate all (all-or-nothing), publish all, return the event ids once acknowledged."""
     ids = event_ids(requests, idempotency_key)
-    events = [
-        await check(r, f"recognitions.{i}." if batch else "", values, directory)
-        for i, r in enumerate(requests)
-    ]
-    await publisher.publish(
+    where = [f"recognitions.{i}." if batch else "" for i in range(len(requests))]
+    events = [check(r, at, parts.settings.values) for r, at in zip(requests, where, strict=True)]
+    # Then the directory, which may have to catch up (a broker round trip).
+    people = {p for r in requests for p in (r.giver_id, *r.recipient_ids)}
+    inactive = await _inactive(people, parts.directory)
+    for r, at in zip(requests, where, strict=True):
+        check_people(r, at, inactive)
+    await parts.publisher.publish(
         [recognition_record(e, i, client) for e, i in zip(events, ids, strict=True)]
     )
     return ids

@@ -37,11 +37,10 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from shared.auth import ApiKeys, Client
-from shared.deps import DirectoryDep, PublisherDep, SettingsDep
+from shared.deps import Parts, PartsDep
 from shared.directory import DirectoryView
 from shared.errors import BrokerUnavailable, InvalidInput
 from shared.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
-from shared.kafka import Publisher
 from shared.settings import Settings
 
 from . import service
@@ -152,15 +151,13 @@ def event_id(kind: str, *parts: str) -> str:
     return f"slack-{kind}-{digest}"
 
 
-async def published(
-    recognition: RecognitionIn, settings: Settings, directory: DirectoryView, publisher: Publisher
-) -> bool:
+async def published(recognition: RecognitionIn, parts: Parts) -> bool:
     """Publish; whether the broker acknowledged it. :class:`Refused` if the checks refuse
     it after all (the directory changed in between, say)."""
     try:
-        await service.accept_recognitions([recognition], batch=False, idempotency_key=None,
-                                          client=SLACK, values=settings.values,
-                                          directory=directory, publisher=publisher)  # fmt: skip
+        await service.accept_recognitions(
+            [recognition], batch=False, idempotency_key=None, client=SLACK, parts=parts
+        )
     except InvalidInput as exc:
         raise Refused(f"Rapport refused this kudos: {exc}") from None
     except BrokerUnavailable:
@@ -203,7 +200,8 @@ class Signed:
 
 async def verified(request: Request) -> Signed:
     """Dependency: the body of a request signed by Slack with our secret, or 401."""
-    settings: Settings = request.app.state.settings
+    parts: Parts = request.app.state.parts
+    settings = parts.settings
     if settings.slack_signing_secret is None:
         raise HTTPException(404, "Slack is not set up here (RAPPORT_SLACK_SIGNING_SECRET)")
     keys: ApiKeys = request.app.state.api_keys
@@ -257,11 +255,9 @@ class Command(BaseModel):
     response_url: str = ""
 
 
-async def record_command(
-    cmd: Command, kudos: Kudos, settings: Settings, directory: DirectoryView, publisher: Publisher
-) -> bool:
+async def record_command(cmd: Command, kudos: Kudos, parts: Parts) -> bool:
     """Check and publish a ``/kudos``; whether the broker acknowledged it."""
-    giver, recipients = await kudos_of(kudos, cmd.user_id, settings, directory)
+    giver, recipients = await kudos_of(kudos, cmd.user_id, parts.settings, parts.directory)
     day = datetime.now(UTC).date().isoformat()
     recognition = RecognitionIn(
         giver_id=giver.id,
@@ -271,16 +267,14 @@ async def record_command(
         channel="slack",
         event_id=event_id("command", cmd.team_id, cmd.user_id, cmd.channel_id, cmd.text, day),
     )
-    return await published(recognition, settings, directory, publisher)
+    return await published(recognition, parts)
 
 
 @router.post("/commands")
 async def command(
     signed: SignedBody,
     background: BackgroundTasks,
-    settings: SettingsDep,
-    directory: DirectoryDep,
-    publisher: PublisherDep,
+    parts: PartsDep,
 ) -> dict[str, str]:
     """``/kudos @alice #growth what they did``: one recognition; the answer is only seen
     by the person who sent it, and names what was recorded or what to change."""
@@ -293,7 +287,7 @@ async def command(
     kudos = Kudos.parse(cmd.text)
     try:
         async with asyncio.timeout(ANSWER_WITHIN_S):  # Slack's patience, the directory's too
-            recorded = await record_command(cmd, kudos, settings, directory, publisher)
+            recorded = await record_command(cmd, kudos, parts)
     except Refused as refusal:
         return ephemeral(str(refusal))
     except TimeoutError:
@@ -304,7 +298,7 @@ async def command(
             "Please send the same `/kudos` again in a minute: it will count once."
         )
     said = f"{mentions(kudos.mentions)} for {tags(kudos.values)}"
-    if settings.slack_public_confirmations and cmd.response_url:
+    if parts.settings.slack_public_confirmations and cmd.response_url:
         note = f"<@{cmd.user_id}> recognized {said}: {escape(kudos.message)}"
         background.add_task(post_in_channel, cmd.response_url, note)
     return ephemeral(f"Kudos recorded: you recognized {said}. Thank you!")
@@ -342,9 +336,7 @@ class Reaction:
 async def events(
     signed: SignedBody,
     background: BackgroundTasks,
-    settings: SettingsDep,
-    directory: DirectoryDep,
-    publisher: PublisherDep,
+    parts: PartsDep,
 ) -> Response:
     """Slack's Events API: the URL check, and reactions as kudos when switched on. An
     event that is not for Rapport is acknowledged, so that Slack does not send it again;
@@ -356,13 +348,15 @@ async def events(
     if envelope.get("type") == "url_verification":
         signed.answered()
         return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
+    settings = parts.settings
     emoji = settings.slack_reaction_emoji
     reaction = Reaction.of(envelope, emoji)
     if reaction is not None:
         try:
             async with asyncio.timeout(ANSWER_WITHIN_S):
-                recognition = await reaction_kudos(reaction, f":{emoji}:", settings, directory)
-                recorded = await published(recognition, settings, directory, publisher)
+                recognition = await reaction_kudos(reaction, f":{emoji}:", settings,
+                                                   parts.directory)  # fmt: skip
+                recorded = await published(recognition, parts)
         except TimeoutError:
             recorded = False
         except Refused as refusal:

@@ -1,11 +1,12 @@
-"""The services' partitioner picks the partition aiokafka's default one does (murmur2, as
-Java's): every record of an event, whoever produced it, meets on one partition."""
+"""The services pick the partition of a key as aiokafka's default partitioner does
+(murmur2, as Java's): every record of an event, whoever produced it, meets on one
+partition."""
 
 import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.kafka import partition_for, partitioner
+from shared.kafka import partition_for
 
 
 def test_partition_for_agrees_with_aiokafka_on_every_key_and_partition_count() -> None:
@@ -16,9 +17,3 @@ def test_partition_for_agrees_with_aiokafka_on_every_key_and_partition_count() -
     for n in (1, 2, 3, 6, 12, 64):
         every = list(range(n))
         assert [partition_for(k, n) for k in keys] == [default(k, every, every) for k in keys]
-        assert [partitioner(k, every, every) for k in keys] == [partition_for(k, n) for k in keys]
-
-
-def test_a_record_without_key_goes_to_an_available_partition() -> None:
-    assert {partitioner(None, [0, 1, 2, 3], [2]) for _ in range(50)} == {2}
-    assert {partitioner(None, [0, 1], []) for _ in range(200)} == {0, 1}

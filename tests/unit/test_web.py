@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from shared.web import create_app
+from shared.web import create_app, errors, serve_first
 
 
 @asynccontextmanager
@@ -49,3 +50,28 @@ def test_requests_are_counted_by_route_template_and_status() -> None:
     # Refused before routing, on its declared length: counted, under no route.
     assert got['rapport_http_requests_total{method="POST",route="unmatched",status="413"}'] == 1
     assert got[f"rapport_http_request_duration_seconds_count{{{route}}}"] == 2
+
+
+def test_a_router_served_first_keeps_its_prefix_responses_and_dependencies() -> None:
+    """``serve_first`` puts a router's routes into the app's list as they are: they must
+    be complete routes (prefix, router-wide responses and dependencies applied)."""
+    seen: list[str] = []
+
+    async def note(thing_id: str) -> None:
+        seen.append(thing_id)
+
+    router = APIRouter(prefix="/v1", responses=errors(404), dependencies=[Depends(note)])
+
+    @router.get("/things/{thing_id}")
+    async def get_thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    app = create_app("t", lifespan, ready)
+    serve_first(app, router)
+    assert isinstance(app.router.routes[0], APIRoute)
+    with TestClient(app) as client:
+        assert client.get("/v1/things/a").json() == {"id": "a"}
+        assert client.get("/healthz").status_code == 200  # the app's own routes stay
+        documented = client.get("/openapi.json").json()["paths"]["/v1/things/{thing_id}"]
+    assert seen == ["a"]
+    assert "404" in documented["get"]["responses"]
