@@ -6,6 +6,7 @@ records round-trip through the official ``cloudevents`` SDK in both directions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ class CloudEvent:
     data: Any
 
 
+@functools.lru_cache(maxsize=256)  # a batch's events share a time: formatted once, not twice each
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

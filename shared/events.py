@@ -48,13 +48,13 @@ def event_key(source: str, event_id: str) -> str:
     return f"{source}|{event_id}"
 
 
-def event_time(value: datetime | None, field: str) -> datetime:
-    """When an event happened: ``value`` if given, else now.
+def event_time(value: datetime | None, field: str, now: datetime | None = None) -> datetime:
+    """When an event happened: ``value`` if given, else ``now`` (default: this moment).
 
     Raise :class:`InvalidInput` for a time more than a few minutes ahead, or older
     than ``MAX_EVENT_AGE``.
     """
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     if value is None:
         return now
     try:

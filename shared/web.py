@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -217,6 +219,25 @@ def _domain_error(_: Request, exc: Exception) -> Response:
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
     return _error(exc.status, "error", str(exc))
+
+
+class _JsonRequest(Request):
+    async def json(self) -> Any:
+        return orjson.loads(await self.body())
+
+
+class JsonRoute(APIRoute):
+    """A route whose JSON body is parsed by orjson, not the standard library: a tenth of
+    a 500-recognition batch's time (FastAPI's documented custom request class). Invalid
+    JSON is a 422 as before: orjson's error is a ``json.JSONDecodeError``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_with_orjson(request: Request) -> Response:
+            return await handler(_JsonRequest(request.scope, request.receive))
+
+        return parse_with_orjson
 
 
 def serve_first(app: FastAPI, *routers: APIRouter) -> None:

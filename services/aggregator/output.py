@@ -67,10 +67,10 @@ class Output:
     def changelog(self, store: Store, key: str, value: Any, partition: int) -> Sent:
         """``key``'s new ``value`` in ``store`` (None: deleted) to the table's changelog, on
         the partition of the record that changed it: stream, table and changelog stay
-        co-partitioned. JSON, as the table reads it back."""
+        co-partitioned. JSON, as the table reads it back (``bytes``: JSON already)."""
         store.written(key, partition)
         topic = store.table.changelog_topic.get_topic_name()
-        raw = orjson.dumps(value) if value is not None else None
+        raw = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         batch = self._batches.add(topic, partition, orjson.dumps(key), raw)
         if batch.records == 1:  # once acknowledged, its last offset is the table's
             tp = TP(topic, partition)

@@ -41,10 +41,12 @@ async def _inactive(people: set[str], directory: DirectoryView) -> set[str]:
     return missing
 
 
-def check(r: RecognitionIn, where: str, values: Sequence[str]) -> tuple[datetime, dict[str, Any]]:
+def check(
+    r: RecognitionIn, where: str, values: Sequence[str], now: datetime
+) -> tuple[datetime, dict[str, Any]]:
     """Return the time and data of ``r``'s event, or raise :class:`InvalidInput` naming
-    the field: what needs no directory."""
-    occurred_at = event_time(r.occurred_at, f"{where}occurred_at")
+    the field: what needs no directory. Without a time of its own, it happened ``now``."""
+    occurred_at = event_time(r.occurred_at, f"{where}occurred_at", now)
     unknown_values = [v for v in r.values if v not in values]
     if unknown_values:
         raise InvalidInput(
@@ -105,7 +107,8 @@ async def accept_recognitions(
     """Validate all (all-or-nothing), publish all, return the event ids once acknowledged."""
     ids = event_ids(requests, idempotency_key)
     where = [f"recognitions.{i}." if batch else "" for i in range(len(requests))]
-    events = [check(r, at, parts.settings.values) for r, at in zip(requests, where, strict=True)]
+    now, values = datetime.now(UTC), parts.settings.values  # one moment for a whole batch
+    events = [check(r, at, values, now) for r, at in zip(requests, where, strict=True)]
     # Then the directory, which may have to catch up (a broker round trip).
     people = {p for r in requests for p in (r.giver_id, *r.recipient_ids)}
     inactive = await _inactive(people, parts.directory)

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from shared.web import create_app, errors, serve_first
+from shared.web import JsonRoute, create_app, errors, serve_first
+
+JSON = {"Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -75,3 +77,20 @@ def test_a_router_served_first_keeps_its_prefix_responses_and_dependencies() -> 
         documented = client.get("/openapi.json").json()["paths"]["/v1/things/{thing_id}"]
     assert seen == ["a"]
     assert "404" in documented["get"]["responses"]
+
+
+def test_a_json_route_parses_with_orjson_and_answers_invalid_json_with_422() -> None:
+    router = APIRouter(route_class=JsonRoute)
+
+    @router.post("/things")
+    async def post_things(body: dict[str, float]) -> dict[str, float]:
+        return body
+
+    app = create_app("t", lifespan, ready)
+    serve_first(app, router)
+    with TestClient(app) as client:
+        assert client.post("/things", json={"a": 1.5}).json() == {"a": 1.5}
+        broken = client.post("/things", content=b'{"a": }', headers=JSON)
+        assert broken.status_code == 422 and broken.json()["error"] == "invalid_request"
+        # The standard library would read NaN; orjson, which parses these bodies, does not.
+        assert client.post("/things", content=b'{"a": NaN}', headers=JSON).status_code == 422
