@@ -16,7 +16,6 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from faust.types import Message
 
 from shared import topics
@@ -91,9 +90,7 @@ class Aggregate:
         self, key: str, partition: int, team_facts: list[service.TeamFact]
     ) -> list[Sent]:
         sent = []
-        raw = self.days.get(key)  # the table keeps JSON (see app.py)
-        stored = orjson.loads(raw) if raw is not None else None
-        bucket = service.apply(stored, team_facts, self.seen_of(key, stored))
+        bucket = service.apply(self.days.get(key), team_facts, self.seen_of(key))
         if bucket is not None:
             updates: list[tuple[str, Any]] = [(key, bucket)]
             sealed = service.seal(bucket)
@@ -102,8 +99,8 @@ class Aggregate:
                 # before the bucket that counts it (see service.seal).
                 updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
             for k, value in updates:
-                self.days[k] = encoded = orjson.dumps(value)
-                sent.append(self.out.changelog(self.days, k, encoded, partition))
+                self.days[k] = value
+                sent.append(self.out.changelog(self.days, k, value, partition))
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
         self.snapshots.changed(*service.split_key(key))
@@ -125,12 +122,12 @@ class Aggregate:
             self.snapshots.changed(team_id)
         return sent
 
-    def seen_of(self, key: str, bucket: service.Bucket | None) -> set[int]:
+    def seen_of(self, key: str) -> set[int]:
         if key in self.seen_cache:
             self.seen_cache.move_to_end(key)
             return self.seen_cache[key]
-        chunk = lambda n: orjson.loads(self.days[service.chunk_key(key, n)])  # noqa: E731
-        seen = self.seen_cache[key] = service.seen_ids(bucket, chunk)
+        chunk = lambda n: self.days[service.chunk_key(key, n)]  # noqa: E731
+        seen = self.seen_cache[key] = service.seen_ids(self.days.get(key), chunk)
         if len(self.seen_cache) > SEEN_CACHE_BUCKETS:
             self.seen_cache.popitem(last=False)
         return seen

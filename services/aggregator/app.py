@@ -36,7 +36,6 @@ from .metrics import AggregatorMetrics
 from .output import Output, partitioner
 from .publish import Snapshots
 from .surveys import Surveys
-from .transport import KEEP_JSON
 
 log = logging.getLogger(__name__)
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
@@ -71,9 +70,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     transport.tune(app, settings.embedded, lanes)
     for name in INPUTS:
         app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
-    # Buckets kept as the JSON of their changelog records, read when used: as dicts,
-    # 140,000 buckets (5,000 teams, 28 days) held 300 MB of a worker's memory.
-    days_table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n, options={KEEP_JSON: True})
+    days_table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys and values
     days = transport.store_of(days_table)
     trust = transport.store_of(app.Table(topics.TEAM_TRUST_TABLE, partitions=n))
     event_ids = transport.store_of(app.Table(topics.EVENT_IDS_TABLE, partitions=n))

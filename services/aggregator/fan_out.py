@@ -78,7 +78,11 @@ class FanOut:
             partition = partition_for(event_key(ce.source, ce.id).encode(), self.partitions)
             if partition != message.partition:  # another producer's key: to its partition
                 headers = list(headers_of(message))
-                sent.append(self.out.write(topics.EVENTS, partition, None, message.value, headers))
+                sent.append(
+                    self.out.batches.add(
+                        topics.EVENTS, partition, None, message.value, headers
+                    ).acked
+                )
                 continue
             event = once.event_hash(ce.source, ce.id)
             record = once.record_hash(message.value, headers_of(message))
@@ -100,7 +104,7 @@ class FanOut:
         for partition, team_facts in by_partition.items():
             for i in range(0, len(team_facts), FACTS_PER_RECORD):
                 value = service.dumps(team_facts[i : i + FACTS_PER_RECORD])
-                sent.append(self.out.write(topics.TEAM_FACTS, partition, None, value))
+                sent.append(self.out.batches.add(topics.TEAM_FACTS, partition, None, value).acked)
         return sent, len(messages)
 
     def recognition_of(self, message: Message) -> tuple[CloudEvent, RecognitionGiven]:

@@ -68,5 +68,9 @@ class Forward:
                 key, partition = None, message.partition
             else:
                 key, partition = item.team_id.encode(), self.partition_of(item.team_id)
-            sent.append(self.out.write(topics.TEAM_FACTS, partition, key, message.value, headers))
+            sent.append(
+                self.out.batches.add(
+                    topics.TEAM_FACTS, partition, key, message.value, headers
+                ).acked
+            )
         return sent, len(messages)

@@ -42,36 +42,26 @@ def partitioner(partitions: int) -> Callable[[str], int]:
 class Output:
     """Where the stages write.
 
-    ``write`` and ``changelog`` gather records into one produce batch per topic and
-    partition (``shared.kafka.Batches``: a stage writes a record or more an event, one
-    a bucket touched), which go out once the stage yields to the event loop. Each
-    returns what to await for the broker's acknowledgement of the batch it is in.
+    ``batches.add`` and ``changelog`` gather records into one produce batch per topic
+    and partition (``shared.kafka.Batches``: a stage writes a record or more an event,
+    one a bucket touched), which go out once the stage yields to the event loop; a
+    batch's ``acked`` is done once the broker has acknowledged it.
     ``send`` is faust's producer as is, for the rare records without a partition.
     """
 
     def __init__(self, app: faust.App, metrics: AggregatorMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._batches = Batches(lambda: transport.kafka_producer(app))
-
-    def write(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] = (),
-    ) -> Sent:
-        return self._batches.add(topic, partition, key, value, headers).acked
+        self.batches = Batches(lambda: transport.kafka_producer(app))
 
     def changelog(self, store: Store, key: str, value: Any, partition: int) -> Sent:
         """``key``'s new ``value`` in ``store`` (None: deleted) to the table's changelog, on
         the partition of the record that changed it: stream, table and changelog stay
-        co-partitioned. JSON, as the table reads it back (``bytes``: JSON already)."""
+        co-partitioned. JSON, as the table reads it back."""
         store.written(key, partition)
         topic = store.table.changelog_topic.get_topic_name()
-        raw = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
-        batch = self._batches.add(topic, partition, orjson.dumps(key), raw)
+        raw = orjson.dumps(value) if value is not None else None
+        batch = self.batches.add(topic, partition, orjson.dumps(key), raw)
         if batch.records == 1:  # once acknowledged, its last offset is the table's
             tp = TP(topic, partition)
 

@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from shared import topics
 from shared.codec import CloudEvent, encode
 from shared.events import TEAM_SNAPSHOT
@@ -53,7 +51,7 @@ class Snapshots:
         metrics: AggregatorMetrics,
     ) -> None:
         self.out = out
-        self.days = days  # the team-days table: JSON (see app.py)
+        self.days = days  # the team-days table
         self.surveys = surveys
         self.partition_of = partition_of
         self.metrics = metrics
@@ -115,7 +113,7 @@ class Snapshots:
 
     async def send(self, team_id: str) -> Sent:
         days = self.days_by_team[team_id]
-        buckets = {d: orjson.loads(self.days[service.table_key(team_id, d)]) for d in days}
+        buckets = {d: self.days[service.table_key(team_id, d)] for d in days}
         now = datetime.now(UTC)
         data = service.build_snapshot(team_id, buckets, self.surveys.team_trust(team_id), now)
         ce = CloudEvent(f"{team_id}@{now.isoformat()}", SOURCE, TEAM_SNAPSHOT, now, data)

@@ -17,7 +17,6 @@ from signal import Signals
 from typing import Any, ClassVar
 
 import faust
-import orjson
 from aiokafka import TopicPartition
 from faust.stores import memory
 from faust.transport.drivers import aiokafka as driver
@@ -180,9 +179,6 @@ class IdempotentProducer(driver.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
-KEEP_JSON = "rapport_keep_json"  # a table option: see Store
-
-
 class Store(memory.Store[str, Any]):
     """faust's in-memory store, knowing how far into its changelog its data is.
 
@@ -208,12 +204,6 @@ class Store(memory.Store[str, Any]):
         to_value: Callable[[Any], Any],
     ) -> None:
         events = list(batch)
-        # Values kept as JSON, decoded where used (table option KEEP_JSON): far smaller
-        # than the dicts they hold. faust decodes a changelog's JSON first, whatever the
-        # table: those are encoded again here.
-        if (self.options or {}).get(KEEP_JSON):
-            decoded = to_value
-            to_value = lambda v: None if v is None else orjson.dumps(decoded(v))  # noqa: E731
         super().apply_changelog_batch(events, to_key, to_value)
         for event in events:
             self.set_persisted_offset(event.message.tp, event.message.offset)
