@@ -151,8 +151,9 @@ def ensure_dev_key(settings: Settings) -> str:
 class Require(HTTPBearer):
     """Dependency: the calling client, which must hold ``scope``.
 
-    A bearer scheme to OpenAPI, and a single dependency to FastAPI, which spends about
-    as long on each dependency of a request as on the request's own work.
+    A bearer scheme to OpenAPI, and one dependency to FastAPI, not two (a function with
+    an HTTPBearer beneath it): each dependency costs a request about 40 µs here, where
+    a bare endpoint's whole request costs about 100.
     """
 
     def __init__(self, scope: str) -> None:

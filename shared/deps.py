@@ -23,8 +23,8 @@ from shared.web import create_app, serve_first
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What a write endpoint works with. One dependency, not one each: FastAPI spends
-    about as long on each dependency of a request as on the request's own work."""
+    """What a write endpoint works with. One dependency, not one each: each costs a
+    request about 40 µs in FastAPI (see ``shared.auth.Require``)."""
 
     settings: Settings
     directory: DirectoryView  # who may give, receive and answer
