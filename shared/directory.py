@@ -68,6 +68,19 @@ class DirectoryView(TopicView):
             await self.sync()
         return None
 
+    async def inactive(self, people: set[str]) -> set[str]:
+        """Who of ``people`` is not an active person; on a miss, catch up once (they may
+        be a moment old), however many miss."""
+        missing = {i for i in people if not self._active(i)}
+        if missing:
+            await self.sync()
+            missing = {i for i in missing if not self._active(i)}
+        return missing
+
+    def _active(self, person_id: str) -> bool:
+        person = self._people.get(person_id)
+        return person is not None and person.active
+
     async def find_active(self, person_id: str) -> Person | None:
         """The person if active; on a miss, catch up once: they may be a moment old."""
         person = self._people.get(person_id)

@@ -11,7 +11,6 @@ from shared import topics
 from shared.auth import Client
 from shared.codec import CloudEvent, format_time
 from shared.deps import Parts
-from shared.directory import DirectoryView
 from shared.errors import InvalidInput
 from shared.events import (
     PERSON,
@@ -29,16 +28,6 @@ from .models import RecognitionIn
 def source_for(client: Client) -> str:
     """The CloudEvents source of events posted by ``client``: ids are unique per source."""
     return f"/rapport/recognition/{client.name}"
-
-
-async def _inactive(people: set[str], directory: DirectoryView) -> set[str]:
-    """Who of ``people`` is not an active person; on a miss, catch up once (they may be
-    a moment old), however many miss."""
-    missing = {i for i in people if (p := directory.get(i)) is None or not p.active}
-    if missing:
-        await directory.sync()
-        missing = {i for i in missing if (p := directory.get(i)) is None or not p.active}
-    return missing
 
 
 def check(
@@ -111,7 +100,7 @@ async def accept_recognitions(
     events = [check(r, at, values, now) for r, at in zip(requests, where, strict=True)]
     # Then the directory, which may have to catch up (a broker round trip).
     people = {p for r in requests for p in (r.giver_id, *r.recipient_ids)}
-    inactive = await _inactive(people, parts.directory)
+    inactive = await parts.directory.inactive(people)
     for r, at in zip(requests, where, strict=True):
         check_people(r, at, inactive)
     await parts.publisher.publish(
