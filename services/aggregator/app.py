@@ -27,7 +27,7 @@ from shared.directory import Roster
 from shared.questions import catalogue
 from shared.settings import Settings
 
-from . import once, transport
+from . import once, service, transport
 from .aggregate import Aggregate
 from .batches import Gate, in_batches
 from .fan_out import FanOut
@@ -74,6 +74,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     days = transport.store_of(days_table)
     trust = transport.store_of(app.Table(topics.TEAM_TRUST_TABLE, partitions=n))
     event_ids = transport.store_of(app.Table(topics.EVENT_IDS_TABLE, partitions=n))
+    days.load = event_ids.load = service.compact  # their ids in arrays, not lists
 
     metrics = AggregatorMetrics(registry or CollectorRegistry())
     for source in (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS):

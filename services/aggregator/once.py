@@ -15,7 +15,11 @@ client retrying after midnight) is a duplicate: dropped and counted.
 
 Table layout, like the team buckets (``service.seal``): key ``{partition}/{day}`` holds
 ``{"fresh": [event, record, ...], "sealed": n}`` for the events first seen that UTC day,
-and every ``CHUNK`` pairs move to ``{partition}/{day}#{i}``, written once.
+and every ``CHUNK`` pairs move to ``{partition}/{day}#{i}``, written once; in memory,
+their ids are arrays (``service.Ids``).
+
+What a worker looks the events up in (``Index``) is sorted numpy arrays, 16 bytes an
+event: a dict of ints held 140 MB with 1,000,000 events.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from collections.abc import Iterable, MutableMapping
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
+from . import service
+
 CHUNK = 512  # pairs per sealed chunk
+MERGE = 4096  # events of a partition kept in a dict before they go into its arrays
 Verdict = Literal["new", "again", "duplicate"]
 
 
@@ -45,47 +55,86 @@ def day_key(partition: int, day: str) -> str:
     return f"{partition}/{day}"
 
 
+class Index:
+    """The events of one partition, each with the record it was first fanned out from:
+    the latest in a dict, the rest in two sorted arrays they go into ``MERGE`` at a
+    time (or an eighth of the arrays, so that each event is copied a few times at most)."""
+
+    def __init__(self, pairs: npt.NDArray[np.int64] | None = None) -> None:
+        """``pairs``: event, record, ... (an event twice: its last record counts, as in
+        a dict)."""
+        pairs = np.empty(0, np.int64) if pairs is None else pairs[::-1]  # record, event, ...
+        events, last = np.unique(pairs[1::2], return_index=True)  # sorted
+        self.events: npt.NDArray[np.int64] = events
+        self.records: npt.NDArray[np.int64] = pairs[::2][last]
+        self.latest: dict[int, int] = {}
+
+    def get(self, event: int) -> int | None:
+        if (record := self.latest.get(event)) is not None:
+            return record
+        i = int(self.events.searchsorted(event))
+        if i < len(self.events) and self.events[i] == event:
+            return int(self.records[i])
+        return None
+
+    def add(self, event: int, record: int) -> None:
+        self.latest[event] = record
+        if len(self.latest) >= max(MERGE, len(self.events) // 8):
+            events = np.fromiter(self.latest, np.int64, len(self.latest))
+            records = np.fromiter(self.latest.values(), np.int64, len(self.latest))
+            order = events.argsort()
+            at = self.events.searchsorted(events[order])
+            self.events = np.insert(self.events, at, events[order])
+            self.records = np.insert(self.records, at, records[order])
+            self.latest = {}
+
+
 class SeenEvents:
     """The events fanned out per partition, over a table's ``data`` (see the module)."""
 
     def __init__(self, data: MutableMapping[str, Any], horizon_days: int) -> None:
         self.data = data
         self.horizon_days = horizon_days
-        self._index: dict[int, dict[int, int]] = {}  # partition -> event -> record
+        self._index: dict[int, Index] = {}  # partition -> its events
 
     def rebuild(self, partitions: Iterable[int]) -> None:
         """Read the table again for ``partitions`` (after a rebalance)."""
-        self._index = {p: {} for p in partitions}
+        pairs: dict[int, list[Iterable[int]]] = {p: [] for p in partitions}
         for key, value in list(self.data.items()):
-            p, _, rest = key.partition("/")
-            if "#" in rest or int(p) not in self._index:
+            partition, _, rest = key.partition("/")
+            if "#" in rest or int(partition) not in pairs:
                 continue
-            index = self._index[int(p)]
-            pairs = [*value["fresh"]]
-            for i in range(value["sealed"]):
-                pairs += self.data[f"{key}#{i}"]
-            index.update(zip(pairs[::2], pairs[1::2], strict=True))
+            of = pairs[int(partition)]
+            of += [self.data[f"{key}#{i}"] for i in range(value["sealed"])]
+            of.append(value["fresh"])
+        self._index = {}
+        for p, some in pairs.items():
+            arrays = [np.asarray(ids, np.int64) for ids in some]
+            self._index[p] = Index(np.concatenate(arrays) if arrays else None)
 
     def verdict(self, partition: int, event: int, record: int) -> Verdict:
-        seen = self._index.get(partition, {}).get(event)
+        index = self._index.get(partition)
+        seen = index.get(event) if index is not None else None
         if seen is None:
             return "new"
         return "again" if seen == record else "duplicate"
 
     def add(self, partition: int, event: int, record: int) -> None:
         """``event`` was fanned out from ``record``: a later record of it is a duplicate."""
-        self._index.setdefault(partition, {})[event] = record
+        if (index := self._index.get(partition)) is None:
+            index = self._index[partition] = Index()
+        index.add(event, record)
 
     def remember(self, partition: int, day: str, pairs: list[int]) -> list[tuple[str, Any]]:
         """Add ``pairs`` (event, record, ...: added today) to the day's entry; return the
         table writes, a sealed chunk before the entry that counts it."""
         key = day_key(partition, day)
-        entry = self.data.get(key) or {"fresh": [], "sealed": 0}
+        entry = self.data.get(key) or {"fresh": service.ids(), "sealed": 0}
         entry["fresh"].extend(pairs)
         writes: list[tuple[str, Any]] = []
         if len(entry["fresh"]) >= 2 * CHUNK:
             writes.append((f"{key}#{entry['sealed']}", entry["fresh"]))
-            entry = {"fresh": [], "sealed": entry["sealed"] + 1}
+            entry = {"fresh": service.ids(), "sealed": entry["sealed"] + 1}
         writes.append((key, entry))
         for k, v in writes:
             self.data[k] = v

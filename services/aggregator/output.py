@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.types import TP, Message
 
 from shared.codec import DLQ_REASON
 from shared.kafka import Batches, partition_for
 
-from . import transport
+from . import service, transport
 from .metrics import AggregatorMetrics
 from .transport import Store
 
@@ -57,11 +56,11 @@ class Output:
     def changelog(self, store: Store, key: str, value: Any, partition: int) -> Sent:
         """``key``'s new ``value`` in ``store`` (None: deleted) to the table's changelog, on
         the partition of the record that changed it: stream, table and changelog stay
-        co-partitioned. JSON, as the table reads it back."""
+        co-partitioned. JSON, as the table reads it back (``service.to_json``)."""
         store.written(key, partition)
         topic = store.table.changelog_topic.get_topic_name()
-        raw = orjson.dumps(value) if value is not None else None
-        batch = self.batches.add(topic, partition, orjson.dumps(key), raw)
+        raw = service.to_json(value) if value is not None else None
+        batch = self.batches.add(topic, partition, service.to_json(key), raw)
         if batch.records == 1:  # once acknowledged, its last offset is the table's
             tp = TP(topic, partition)
 

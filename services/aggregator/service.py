@@ -8,12 +8,18 @@ Two steps, so that each aggregate has one owner:
    in the bucket's own changelog write, with the aggregate they protect. Every
    ``CHUNK`` ids, ``seal`` moves them out into a chunk, written once to the same table
    under its own key, so a bucket's changelog writes stay small however busy its day.
+
+In memory, ids are kept in ``array('q')`` (``Ids``): 8 bytes an id, where a list holds a
+pointer to a 48-byte int. With 1,000,000 events of 5,000 teams that was 80 MB of a
+worker's memory. On the changelog they are JSON arrays, as before (``to_json``,
+``compact``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +33,7 @@ from shared.events import DayActivity, RecognitionGiven, TeamTrust
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
 CHUNK = 512
 Bucket = dict[str, Any]
+Ids = array  # of "q": signed 64-bit, as every id here is (a 63-bit hash)
 # A bucket keeps its links and hours flat, "giver recipient" and "giver HH" (no id has a
 # space): a dict per giver and bucket held half a worker's memory with 1,000,000 events
 # of 5,000 teams. The snapshot nests them again (``DayActivity.links``).
@@ -120,12 +127,37 @@ def fan_out(
 EMPTY_ACTIVITY = DayActivity().model_dump()
 
 
+def ids(values: Iterable[int] = ()) -> Ids[int]:
+    return array("q", values)
+
+
+def compact(value: Any) -> Any:
+    """A value of the team-days or event-ids table as read from its changelog, with its
+    ids in an ``Ids``: a sealed chunk (a JSON array), or an entry's ``fresh`` ids."""
+    if isinstance(value, list):
+        return ids(value)
+    if isinstance(value, dict) and isinstance(value.get("fresh"), list):
+        return {**value, "fresh": ids(value["fresh"])}
+    return value
+
+
+def to_json(value: Any) -> bytes:
+    """A table value as its changelog holds it: ``Ids`` as JSON arrays."""
+    return orjson.dumps(value, default=_listed)
+
+
+def _listed(value: Any) -> list[Any]:
+    if isinstance(value, array):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def new_bucket() -> Bucket:
     activity = {k: v.copy() if isinstance(v, dict) else v for k, v in EMPTY_ACTIVITY.items()}
-    return {"activity": activity, "fresh": [], "sealed": 0}
+    return {"activity": activity, "fresh": ids(), "sealed": 0}
 
 
-def seen_ids(bucket: Bucket | None, chunk: Callable[[int], list[int]]) -> set[int]:
+def seen_ids(bucket: Bucket | None, chunk: Callable[[int], Iterable[int]]) -> set[int]:
     """Every fact id ``bucket`` has absorbed: its sealed chunks (``chunk(i)``) and the rest."""
     if bucket is None:
         return set()
@@ -165,7 +197,7 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact], seen: set[int]) -> B
     return result if changed else None
 
 
-def seal(bucket: Bucket) -> tuple[int, list[int]] | None:
+def seal(bucket: Bucket) -> tuple[int, Ids[int]] | None:
     """Take the bucket's fresh ids out as chunk number n once there are ``CHUNK`` of them.
 
     The chunk must be on the log before the bucket that counts it: a bucket only ever
@@ -174,7 +206,7 @@ def seal(bucket: Bucket) -> tuple[int, list[int]] | None:
     """
     if len(bucket["fresh"]) < CHUNK:
         return None
-    chunk, bucket["fresh"] = bucket["fresh"], []
+    chunk, bucket["fresh"] = bucket["fresh"], ids()
     bucket["sealed"] += 1
     return bucket["sealed"] - 1, chunk
 

@@ -190,12 +190,14 @@ class Store(memory.Store[str, Any]):
     that of the last record in its data: applied from the changelog (recovery or
     standby), or written by this worker and acknowledged (``written``, ``acked``). It
     keeps the data of its active and standby partitions, and drops data and offset
-    together for the others.
+    together for the others. ``load`` is how a value read from the changelog is kept
+    (as it came, unless the app sets another).
     """
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._offsets: dict[TP, int] = {}
+        self.load: Callable[[Any], Any] = _as_read
 
     def apply_changelog_batch(
         self,
@@ -204,7 +206,8 @@ class Store(memory.Store[str, Any]):
         to_value: Callable[[Any], Any],
     ) -> None:
         events = list(batch)
-        super().apply_changelog_batch(events, to_key, to_value)
+        load = self.load
+        super().apply_changelog_batch(events, to_key, lambda raw: load(to_value(raw)))
         for event in events:
             self.set_persisted_offset(event.message.tp, event.message.offset)
 
@@ -225,6 +228,10 @@ class Store(memory.Store[str, Any]):
                 self.data.pop(key, None)
                 del self._key_partition[key]
         self._offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in kept}
+
+
+def _as_read(value: Any) -> Any:
+    return value
 
 
 class Table(faust.Table[str, Any]):

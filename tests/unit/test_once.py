@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from services.aggregator import once
+import orjson
+
+from services.aggregator import once, service
 
 
 def test_a_record_again_is_fanned_out_again_and_another_record_is_a_duplicate() -> None:
@@ -28,7 +30,11 @@ def test_entries_seal_into_chunks_are_read_back_and_expire_past_the_horizon() ->
     writes = seen.remember(2, "2026-11-20", pairs[: 2 * once.CHUNK])
     assert [k for k, _ in writes] == ["2/2026-11-20#0", "2/2026-11-20"]  # chunk first
     writes = seen.remember(2, "2026-11-20", pairs[2 * once.CHUNK :])
-    assert writes == [("2/2026-11-20", {"fresh": pairs[2 * once.CHUNK :], "sealed": 1})]
+    # As the changelog holds it, and as a worker reads it back.
+    changelog = [(k, orjson.loads(service.to_json(v))) for k, v in writes]
+    assert changelog == [("2/2026-11-20", {"fresh": pairs[2 * once.CHUNK :], "sealed": 1})]
+    assert service.compact(changelog[0][1]) == {"fresh": service.ids(pairs[2 * once.CHUNK :]),
+                                                 "sealed": 1}  # fmt: skip
     seen.remember(2, "2026-11-28", [7, 8])
 
     again = once.SeenEvents(data, horizon_days=8)  # a worker that takes the partition over
@@ -40,3 +46,18 @@ def test_entries_seal_into_chunks_are_read_back_and_expire_past_the_horizon() ->
     gone = again.expired(date(2026, 11, 29))  # 8 days: the 20th is past, the 28th is not
     assert sorted(gone) == ["2/2026-11-20", "2/2026-11-20#0"]
     assert again.verdict(2, 0, 1) == "new" and again.verdict(2, 7, 8) == "again"
+
+
+def test_verdicts_hold_once_the_latest_events_go_into_the_arrays() -> None:
+    seen = once.SeenEvents({}, horizon_days=8)
+    n = 3 * once.MERGE + 5  # three merges, five events still in the dict
+    events = [once.event_hash("/s", f"e{i}") for i in range(n)]
+    for i, event in enumerate(events):
+        assert seen.verdict(4, event, i) == "new"
+        seen.add(4, event, i)
+    index = seen._index[4]
+    assert len(index.events) == 3 * once.MERGE and len(index.latest) == 5
+    assert all(seen.verdict(4, event, i) == "again" for i, event in enumerate(events))
+    assert all(seen.verdict(4, event, -1) == "duplicate" for event in events[:: once.MERGE // 4])
+    assert seen.verdict(4, once.event_hash("/s", "other"), 0) == "new"
+    assert seen.verdict(5, events[0], 0) == "new"

@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from mode import Worker as ModeWorker
 
-from services.aggregator import transport
+from services.aggregator import service, transport
 from services.aggregator.app import create_app
 from shared import topics
 from shared.logs import Repeats
@@ -168,3 +168,23 @@ def test_a_table_recovers_from_where_its_data_ends_and_keeps_its_standbys() -> N
     assert dict(store.items()) == {"t0/d": {"n": 0}, "t1/d": {"n": 1}}
     assert store.persisted_offset(gone) is None  # read from the start if it comes back
     assert store.persisted_offset(standby) == 7
+
+
+def test_the_id_tables_keep_what_they_read_from_the_changelog_in_arrays() -> None:
+    """The team-days and event-ids tables keep their ids in ``service.Ids`` (8 bytes an
+    id) whether written by this worker or recovered; other tables keep what they read."""
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    same = lambda x: x  # noqa: E731  # the raw JSON is decoded already here
+    for name in (topics.TEAM_DAYS_TABLE, topics.EVENT_IDS_TABLE, topics.TEAM_TRUST_TABLE):
+        table = app.tables[name]
+        store = transport.store_of(table)
+        tp = TP(table.changelog_topic.get_topic_name(), 0)
+        entry, chunk = {"fresh": [1, 2], "sealed": 1}, [3, 4]
+        store.apply_changelog_batch(
+            [changelog_event("k", entry, tp, 1), changelog_event("k#0", chunk, tp, 2)], same, same
+        )
+        if name == topics.TEAM_TRUST_TABLE:
+            assert store["k"] is entry and store["k#0"] is chunk
+        else:  # an array equals only an array
+            assert store["k"] == {"fresh": service.ids([1, 2]), "sealed": 1}
+            assert store["k#0"] == service.ids([3, 4]) and store.persisted_offset(tp) == 2
