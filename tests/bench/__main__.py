@@ -361,13 +361,29 @@ def scale(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
             results["aggregator_eps_5000_teams"] = round(n / seconds)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent busy (not idle, not waiting)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def scaling(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
-    """One worker, then two, each group formed on an empty topic, then ``n`` recognitions
-    produced: from the first one sent until the snapshots add up to ``n``."""
-    for count, key in ((1, "one_worker_eps"), (2, "two_workers_eps")):
+    """One worker, then two, draining ``n`` recognitions as a group already formed: the
+    workers join on an empty topic, are frozen (SIGSTOP) while the recognitions are
+    produced, and let go; from then until the snapshots add up to ``n``. Frozen, they
+    leave the machine to the producer, as the preloaded parts do; their session
+    timeout outlasts the freeze, so no rebalance comes in between. With the cores the
+    workers used meanwhile, and the whole machine (broker too)."""
+    for count, key in ((1, "one_worker"), (2, "two_workers")):
         with embedded(broker) as (settings, env):
             asyncio.run(put_people(settings, [Person(**p) for p in people()]))
-            with workers(env, count) as started_workers:
+            with workers({**env, "RAPPORT_SESSION_TIMEOUT_S": "20"}, count) as started_workers:
                 log(f"{count} worker(s) joining ...")
                 while sum(metric_value(url, "rapport_aggregator_partitions", "")
                           for _, url in started_workers) < settings.topic_partitions or any(
@@ -375,10 +391,24 @@ def scaling(results: dict[str, Any], broker: str, n: int = 200_000) -> None:
                     for _, url in started_workers
                 ):  # fmt: skip
                     time.sleep(0.2)
-                log(f"{count} worker(s): {n:,} recognitions ...")
-                start = time.perf_counter()
-                asyncio.run(raw_producer(settings, n))
-                results[key] = round(n / asyncio.run(drained(settings, n, start)))
+                log(f"{count} worker(s) frozen: {n:,} recognitions ...")
+                pids = [proc.pid for proc, _ in started_workers]
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    asyncio.run(raw_producer(settings, n))
+                finally:
+                    for pid in pids:
+                        os.kill(pid, signal.SIGCONT)
+                start, busy = time.perf_counter(), machine_busy_seconds()
+                cpu = sum(cpu_seconds(pid) for pid in pids)
+                seconds = asyncio.run(drained(settings, n, start))
+                results[f"{key}_eps"] = round(n / seconds)
+                used = sum(cpu_seconds(pid) for pid in pids) - cpu
+                results[f"{key}_cores"] = round(used / seconds, 2)
+                results[f"{key}_machine_cores"] = round(
+                    (machine_busy_seconds() - busy) / seconds, 2
+                )
 
 
 def history(results: dict[str, Any], broker: str) -> None:
@@ -604,8 +634,10 @@ def write(results: dict[str, Any]) -> None:
         "exactly 200,000; the raw loop is aiokafka + orjson + a dict over the same topic; "
         "`aggregator_eps_5000_teams`: the same among 100,000 people (5,000 teams) over 28 "
         "days (part scale).\n"
-        "- scaling: one worker, then two, in their group before 200,000 recognitions are "
-        "produced, from the first sent until the snapshots add up to 200,000.\n"
+        "- scaling: one worker, then two, in their group, frozen (SIGSTOP) while "
+        "200,000 recognitions are produced, then let go: until the snapshots add up to "
+        "200,000; `*_cores`: CPU seconds the workers used a second meanwhile, "
+        f"`*_machine_cores`: the whole machine (broker too), of {os.cpu_count()}.\n"
         "- ratios: each figure over its ceiling in the same run (`*_ratio`).\n"
         "- freshness: 200 recognitions one at a time, from the 202 until the metrics "
         "service's /metrics counts it.\n"
