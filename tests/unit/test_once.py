@@ -23,6 +23,16 @@ def test_a_record_again_is_fanned_out_again_and_another_record_is_a_duplicate() 
     assert once.event_hash("/survey-tool", "s1") != event  # ids are per source
 
 
+def test_hashes_stay_what_the_tables_hold() -> None:
+    """Workers compare these with the hashes their predecessors wrote: they must not change."""
+    assert once.event_hash("/s", "e1") == 8207681690430232033
+    headers = [("ce_type", b"t"), ("ce_id", b"x")]
+    assert once.record_hash(b'{"a": 1}', headers) == 457358754676576356
+    assert once.record_hash(None, []) == 8238016292129134938
+    assert once.record_hash(b"", [("h", b"")]) == 7361655246776712668
+    assert service.fact_id("/s", "e1", "r", "ann") == 2101033237787394300  # a bucket's ids
+
+
 def test_entries_seal_into_chunks_are_read_back_and_expire_past_the_horizon() -> None:
     data: dict[str, Any] = {}
     seen = once.SeenEvents(data, horizon_days=8)
@@ -49,15 +59,21 @@ def test_entries_seal_into_chunks_are_read_back_and_expire_past_the_horizon() ->
 
 
 def test_verdicts_hold_once_the_latest_events_go_into_the_arrays() -> None:
-    seen = once.SeenEvents({}, horizon_days=8)
+    data: dict[str, Any] = {}
+    seen = once.SeenEvents(data, horizon_days=8)
     n = 3 * once.MERGE + 5  # three merges, five events still in the dict
     events = [once.event_hash("/s", f"e{i}") for i in range(n)]
+    old = [once.event_hash("/s", f"old{i}") for i in range(100)]
+    seen.remember(4, "2026-11-20", [x for i, e in enumerate(old) for x in (e, -i)])
+    seen.rebuild([4])  # a worker's index starts from the table, then grows
     for i, event in enumerate(events):
         assert seen.verdict(4, event, i) == "new"
         seen.add(4, event, i)
     index = seen._index[4]
-    assert len(index.events) == 3 * once.MERGE and len(index.latest) == 5
+    assert len(index.events) == 3 * once.MERGE + 100 and len(index.latest) == 5
+    assert list(index.events) == sorted(index.events)
     assert all(seen.verdict(4, event, i) == "again" for i, event in enumerate(events))
+    assert all(seen.verdict(4, event, -i) == "again" for i, event in enumerate(old))
     assert all(seen.verdict(4, event, -1) == "duplicate" for event in events[:: once.MERGE // 4])
     assert seen.verdict(4, once.event_hash("/s", "other"), 0) == "new"
     assert seen.verdict(5, events[0], 0) == "new"
