@@ -19,7 +19,7 @@ and every ``CHUNK`` pairs move to ``{partition}/{day}#{i}``, written once; in me
 their ids are arrays (``service.Ids``).
 
 What a worker looks the events up in (``Index``) is sorted numpy arrays, 16 bytes an
-event: a dict of ints held 140 MB with 1,000,000 events.
+event: as a dict of ints, 1,000,000 events took 98 MB (their ``sys.getsizeof``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Index:
         return None
 
     def add(self, event: int, record: int) -> None:
+        """Add an event not in the index yet (``get`` said None)."""
         self.latest[event] = record
         if len(self.latest) >= max(MERGE, len(self.events) // 8):
             events = np.fromiter(self.latest, np.int64, len(self.latest))
