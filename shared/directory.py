@@ -83,11 +83,9 @@ class DirectoryView(TopicView):
 
     async def find_active(self, person_id: str) -> Person | None:
         """The person if active; on a miss, catch up once: they may be a moment old."""
-        person = self._people.get(person_id)
-        if person is None or not person.active:
+        if not self._active(person_id):
             await self.sync()
-            person = self._people.get(person_id)
-        return person if person is not None and person.active else None
+        return self._people[person_id] if self._active(person_id) else None
 
     def reports(self, manager_id: str) -> list[Person]:
         """Active people whose manager is ``manager_id``."""

@@ -83,9 +83,10 @@ class Index:
             events = np.fromiter(self.latest, np.int64, len(self.latest))
             records = np.fromiter(self.latest.values(), np.int64, len(self.latest))
             order = events.argsort()
-            at = self.events.searchsorted(events[order])
-            self.events = np.insert(self.events, at, events[order])
-            self.records = np.insert(self.records, at, records[order])
+            events, records = events[order], records[order]
+            at = self.events.searchsorted(events)
+            self.events = np.insert(self.events, at, events)
+            self.records = np.insert(self.records, at, records)
             self.latest = {}
 
 
