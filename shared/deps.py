@@ -23,8 +23,7 @@ from shared.web import create_app, serve_first
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What a write endpoint works with. One dependency, not one each: each costs a
-    request about 40 µs in FastAPI (see ``shared.auth.Require``)."""
+    """What a write endpoint works with, as one dependency."""
 
     settings: Settings
     directory: DirectoryView  # who may give, receive and answer

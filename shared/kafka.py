@@ -31,11 +31,15 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 class Batch:
     """Records of one topic and partition, sent as one produce batch; ``acked`` is done
-    (with the batch's ``RecordMetadata``) once the broker has acknowledged them all."""
+    (with the batch's ``RecordMetadata``) once the broker has acknowledged them all, or
+    failed (``TimeoutError``) once ``timeout_s`` has passed without that."""
 
-    def __init__(self, builder: Any) -> None:
+    def __init__(self, builder: Any, timeout_s: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
         self.builder = builder  # aiokafka's BatchBuilder
-        self.acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acked: asyncio.Future[Any] = loop.create_future()
+        # One timer a batch, not one per writer waiting on it.
+        self._expiry = loop.call_later(timeout_s, self._expire) if timeout_s else None
 
     def append(self, key: bytes | None, value: bytes | None, headers: Sequence[Any]) -> bool:
         # A list: aiokafka's compiled builder takes no other sequence.
@@ -50,7 +54,21 @@ class Batch:
         """The offset of the batch's last record, once acknowledged."""
         return int(self.acked.result().offset) + self.records - 1
 
+    def _expire(self) -> None:
+        if not self.acked.done():
+            self.acked.set_exception(TimeoutError("no acknowledgement in time"))
+
+    def failed(self, exc: BaseException) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if not self.acked.done():
+            self.acked.set_exception(exc)
+
     def _sent(self, sent: asyncio.Future[Any]) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.acked.done():  # expired first
+            return
         if sent.cancelled():
             self.acked.cancel()
         elif (exc := sent.exception()) is not None:
@@ -69,8 +87,11 @@ class Batches:
     partition reach the log in the order they were added, whichever writer added them.
     """
 
-    def __init__(self, producer: Callable[[], AIOKafkaProducer]) -> None:
+    def __init__(
+        self, producer: Callable[[], AIOKafkaProducer], timeout_s: float | None = None
+    ) -> None:
         self._producer = producer
+        self._timeout_s = timeout_s  # of each batch (:class:`Batch`); None: no limit
         self._pending: dict[tuple[str, int], list[Batch]] = {}
         self._flushing = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()  # referenced until done
@@ -90,7 +111,7 @@ class Batches:
             flush.add_done_callback(self._flushes.discard)
         batches = self._pending.setdefault((topic, partition), [])
         if not batches or not batches[-1].append(key, value, headers):
-            batches.append(Batch(self._producer().create_batch()))
+            batches.append(Batch(self._producer().create_batch(), self._timeout_s))
             if not batches[-1].append(key, value, headers):
                 raise ValueError(f"a record of {len(value or b'')} bytes fits no batch")
         return batches[-1]
@@ -105,7 +126,7 @@ class Batches:
                         producer = self._producer()
                         sent = await producer.send_batch(batch.builder, topic, partition=partition)
                     except Exception as exc:  # whoever awaits the batch gets it
-                        batch.acked.set_exception(exc)
+                        batch.failed(exc)
                     else:
                         sent.add_done_callback(batch._sent)
 
@@ -166,7 +187,7 @@ class Publisher:
                 "embedded mode, so a retried send is never written twice"
             ) from exc
         self._producer = producer
-        self._batches = Batches(lambda: producer)
+        self._batches = Batches(lambda: producer, self._settings.publish_timeout_s)
 
     async def stop(self) -> None:
         """Flush and stop; give up on the flush if the broker is gone."""
@@ -188,22 +209,25 @@ class Publisher:
         if self._producer is None or self._batches is None:
             raise BrokerUnavailable("publisher is not started")
         producer, batches = self._producer, self._batches
+        counts = {t: await self._partition_count(producer, t) for t in {r.topic for r in records}}
         try:
-            async with asyncio.timeout(self._settings.publish_timeout_s):
-                counts = {
-                    t: len(await producer.partitions_for(t)) for t in {r.topic for r in records}
-                }
-                waiting = {
-                    batches.add(r.topic, self._partition(r, counts[r.topic]), r.key, r.value,
-                                r.headers).acked
-                    for r in records
-                }  # fmt: skip
-                # Not gather: a request that gives up must not cancel a batch it shares.
-                await asyncio.wait(waiting)
+            waiting = {
+                batches.add(r.topic, self._partition(r, counts[r.topic]), r.key, r.value,
+                            r.headers).acked
+                for r in records
+            }  # fmt: skip
+            # Each batch fails by itself after publish_timeout_s. Shielded: a request
+            # that gives up must not cancel a batch it shares.
             for acked in waiting:
-                acked.result()
+                await asyncio.shield(acked)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    async def _partition_count(self, producer: AIOKafkaProducer, topic: str) -> int:
+        """From the metadata the producer holds (kept fresh by aiokafka); asked for only
+        when it has none for ``topic``."""
+        known = producer.client.cluster.partitions_for_topic(topic)
+        return len(known) if known else len(await self.partitions(topic))
 
     @staticmethod
     def _partition(record: Record, partitions: int) -> int:

@@ -11,7 +11,7 @@ from shared.deps import IdempotencyKey, PartsDep, create_writer_app
 from shared.errors import InvalidInput, NotFound
 from shared.events import Person
 from shared.settings import Settings
-from shared.web import WRITE_ERRORS, JsonRoute, errors
+from shared.web import WRITE_ERRORS, DirectRoute, errors
 
 from . import service, slack
 from .models import (
@@ -26,7 +26,7 @@ from .models import (
 WriterDep = Annotated[Client, Depends(Require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(Require("directory:write"))]
 
-router = APIRouter(prefix="/v1", responses=WRITE_ERRORS, route_class=JsonRoute)
+router = APIRouter(prefix="/v1", responses=WRITE_ERRORS, route_class=DirectRoute)
 
 
 @router.post("/recognitions", status_code=202, response_model=Accepted)

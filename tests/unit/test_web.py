@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+import orjson
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.web import JsonRoute, create_app, errors, serve_first
+from shared.web import DirectRoute, create_app, errors, serve_first
 
 JSON = {"Content-Type": "application/json"}
 
@@ -79,18 +84,118 @@ def test_a_router_served_first_keeps_its_prefix_responses_and_dependencies() -> 
     assert "404" in documented["get"]["responses"]
 
 
-def test_a_json_route_parses_with_orjson_and_answers_invalid_json_with_422() -> None:
-    router = APIRouter(route_class=JsonRoute)
+class Thing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    count: int
+    tags: tuple[str, ...] = ()
 
-    @router.post("/things")
-    async def post_things(body: dict[str, float]) -> dict[str, float]:
-        return body
+
+class Made(BaseModel):
+    id: str
+    name: str
+
+
+async def caller(request: Request) -> str:
+    who = request.headers.get("x-caller")
+    if who is None:
+        raise HTTPException(401, "who is calling?")
+    return who
+
+
+ThingId = Annotated[str, Path(max_length=8, pattern=r"^[a-z]+$")]
+Key = Annotated[str | None, Header(alias="Idempotency-Key", max_length=16)]
+
+
+def things_app(route_class: type[APIRoute]) -> FastAPI:
+    """The kinds of parameter the writer services' routes have, served by ``route_class``."""
+    router = APIRouter(prefix="/v1", route_class=route_class, responses=errors(401, 422))
+
+    @router.post("/things/{thing_id}", status_code=202, response_model=Made)
+    async def post_thing(
+        thing_id: ThingId, body: Thing, who: Annotated[str, Depends(caller)], key: Key = None
+    ) -> Made:
+        return Made(id=f"{thing_id}:{key}:{who}:{body.count}", name=body.name)
+
+    @router.put("/names/{name}", response_model=list[Made])
+    async def put_name(name: str, request: Request) -> list[Made]:
+        return [Made(id=request.method, name=name)]
 
     app = create_app("t", lifespan, ready)
     serve_first(app, router)
+    return app
+
+
+OK = {**JSON, "x-caller": "ann"}
+GOOD = {"name": "a", "count": 2}
+# (path, headers, body): answered alike by FastAPI's own handler and DirectRoute.
+ALIKE = [
+    ("/v1/things/abc", OK, GOOD),
+    ("/v1/things/abc", {**OK, "Idempotency-Key": "k1"}, {**GOOD, "tags": ["x"]}),
+    ("/v1/things/abc", JSON, GOOD),  # no caller: 401 before the body is looked at
+    ("/v1/things/abc", JSON, {"name": ""}),
+    ("/v1/things/abc", OK, {"name": "", "count": "many", "colour": "red"}),
+    ("/v1/things/ABC", OK, GOOD),
+    ("/v1/things/abcdefghij", {**OK, "Idempotency-Key": "k" * 17}, {"count": 1}),
+    ("/v1/things/abc", OK, [1, 2]),
+    ("/v1/things/abc", OK, None),  # no body at all
+    ("/v1/things/abc", {**OK, "Content-Type": "application/merge-patch+json"}, GOOD),
+    ("/v1/names/zed", OK, None),
+]
+
+
+def answers(app: FastAPI, cases: list[tuple[str, dict[str, str], Any]]) -> list[Any]:
     with TestClient(app) as client:
-        assert client.post("/things", json={"a": 1.5}).json() == {"a": 1.5}
-        broken = client.post("/things", content=b'{"a": }', headers=JSON)
-        assert broken.status_code == 422 and broken.json()["error"] == "invalid_request"
-        # The standard library would read NaN; orjson, which parses these bodies, does not.
-        assert client.post("/things", content=b'{"a": NaN}', headers=JSON).status_code == 422
+        out = []
+        for path, headers, body in cases:
+            content = None if body is None else orjson.dumps(body)
+            method = "PUT" if path.startswith("/v1/names") else "POST"
+            got = client.request(method, path, headers=headers, content=content)
+            out.append((got.status_code, got.json()))
+        return out
+
+
+def test_a_direct_route_answers_as_fastapi_would_and_is_documented_alike() -> None:
+    """DirectRoute serves without FastAPI's dependency solving: the same answers (status,
+    body, every field at fault) as FastAPI's own handler, and the same OpenAPI. Fails
+    when an upgrade of FastAPI or pydantic makes them differ."""
+    fastapi, direct = things_app(APIRoute), things_app(DirectRoute)
+    expected = answers(fastapi, ALIKE)
+    assert [status for status, _ in expected] == [202, 202, 401, 401, 422, 422, 422, 422, 422,
+                                                  202, 200]  # fmt: skip
+    assert expected[0][1] == {"id": "abc:None:ann:2", "name": "a"}
+    assert answers(direct, ALIKE) == expected
+    assert direct.openapi() == fastapi.openapi()
+
+
+def test_a_direct_route_names_what_is_wrong_with_a_body_that_is_not_json() -> None:
+    app = things_app(DirectRoute)
+    with TestClient(app) as client:
+        post = functools.partial(client.post, "/v1/things/abc")
+        broken = post(content=b'{"name": }', headers=OK).json()
+        assert broken["error"] == "invalid_request"
+        assert broken["errors"][0]["field"] == "body"
+        assert "invalid JSON" in broken["errors"][0]["reason"]
+        # The standard library would read NaN; the JSON parser that reads these does not.
+        assert post(content=b'{"name": "a", "count": NaN}', headers=OK).status_code == 422
+        text = post(content=orjson.dumps(GOOD), headers={**OK, "Content-Type": "text/plain"})
+        assert text.status_code == 422
+        assert text.json()["errors"] == [
+            {"field": "body", "reason": "the body must be JSON (Content-Type: application/json)"}
+        ]
+
+
+def test_a_direct_route_refuses_what_it_cannot_serve_when_it_is_added() -> None:
+    router = APIRouter(route_class=DirectRoute)
+
+    async def paged(page: int = 1) -> list[int]:  # a query parameter
+        return [page]
+
+    with pytest.raises(TypeError, match="page"):
+        router.get("/pages")(paged)
+
+    async def plain() -> dict[str, int]:
+        return {}
+
+    with pytest.raises(TypeError, match="response_model_exclude_none"):
+        router.get("/plain", response_model_exclude_none=True)(plain)
