@@ -254,10 +254,25 @@ class DirectRoute(APIRoute):
     Field errors of all of them make one 422, as FastAPI's would. The return value is
     serialized as the route's ``response_model``. Any other kind of parameter or route
     option is refused when the route is added (``TypeError``): nothing is served
-    differently from what OpenAPI says. ``tests/unit/test_web.py`` compares its answers
-    with FastAPI's own handler's for the same routes and requests, and fails when an
-    upgrade makes them differ.
+    differently from what OpenAPI says.
+
+    The handler is also the route's whole ASGI app (``self.app``, which FastAPI sets to
+    its ``request_response`` wrapper): that wrapper opens two exit stacks a request for
+    dependencies with ``yield``, which a direct route has none of; errors go to the
+    app's exception handlers as from any route. ``tests/unit/test_web.py`` compares its
+    answers with FastAPI's own handler's for the same routes and requests, and fails
+    when an upgrade makes them differ.
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handle = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handle(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         options = {
