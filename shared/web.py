@@ -24,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -336,18 +337,19 @@ class _Param:
     @classmethod
     def of(cls, name: str, hint: Any, default: Any, path: Mapping[str, Any]) -> _Param:
         kind, *meta = get_args(hint) if get_origin(hint) is Annotated else (hint,)
-        marks = [m for m in meta if isinstance(m, params.Depends | params.Param)]
+        # Any FastAPI marking (Depends, Header, Path, Query, Body, Form...): one at most.
+        marks = [m for m in meta if isinstance(m, params.Depends | FieldInfo)]
         mark = marks[0] if len(marks) == 1 else None
         if hint is Request:
             return cls(name, request=True)
         if isinstance(mark, params.Depends) and _takes_request_alone(mark.dependency):
             return cls(name, depends=mark.dependency)
         if isinstance(mark, params.Header):
-            header = mark.alias or name.replace("_", "-")
+            header = mark.alias or (name.replace("_", "-") if mark.convert_underscores else name)
             return cls(name, adapter=TypeAdapter(hint), where=("header", header), default=default)
         if name in path and (mark is None or isinstance(mark, params.Path)):
             return cls(name, adapter=TypeAdapter(hint), where=("path", name))
-        if mark is None and isinstance(kind, type) and issubclass(kind, BaseModel):
+        if not marks and isinstance(kind, type) and issubclass(kind, BaseModel):
             return cls(name, body=kind)
         raise TypeError(f"DirectRoute cannot serve parameter {name!r}: {hint!r}")
 

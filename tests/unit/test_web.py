@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,6 +193,12 @@ def test_a_direct_route_refuses_what_it_cannot_serve_when_it_is_added() -> None:
 
     with pytest.raises(TypeError, match="page"):
         router.get("/pages")(paged)
+
+    async def embedded(body: Annotated[Thing, Body(embed=True)]) -> dict[str, int]:
+        return {}
+
+    with pytest.raises(TypeError, match="body"):  # {"body": {...}}, not a plain body
+        router.post("/embedded")(embedded)
 
     async def plain() -> dict[str, int]:
         return {}
