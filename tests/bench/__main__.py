@@ -32,7 +32,7 @@ from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, encode
 from shared.events import RECOGNITION_GIVEN, Person, event_key
-from shared.kafka import partition_for
+from shared.kafka import LINGER_MS, partition_for
 from shared.settings import Settings
 from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
 from shared.views import partitions_of
@@ -154,7 +154,7 @@ def producer(settings: Settings) -> Any:
     from aiokafka import AIOKafkaProducer
 
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                            linger_ms=2, max_batch_size=1 << 20)  # fmt: skip
+                            linger_ms=LINGER_MS, max_batch_size=1 << 20)  # fmt: skip
 
 
 async def raw_producer(settings: Settings, n: int, people: int = PEOPLE, days: int = 1) -> float:
