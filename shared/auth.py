@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, TypeAdapter
 
 from shared.settings import MIN_SECRET_LENGTH, Settings, UnsafeSettings
@@ -171,8 +172,8 @@ class Require(HTTPBearer):
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
         # Read as HTTPBearer reads it, without building its credentials model.
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
+        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+        token = token if scheme.lower() == "bearer" else ""
         client = keys.authenticate(token) if token else None
         if client is None:
             if token:  # a wrong key, not a forgotten one

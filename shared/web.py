@@ -292,6 +292,7 @@ class DirectRoute(APIRoute):
         hints = get_type_hints(call, include_extras=True)
         plan = [_Param.of(name, hints[name], p.default, self.param_convertors)
                 for name, p in inspect.signature(call).parameters.items()]  # fmt: skip
+        requests = [p.name for p in plan if p.request]
         depends = [p for p in plan if p.depends is not None]
         params = [p for p in plan if p.adapter is not None]
         bodies = [p for p in plan if p.body is not None]
@@ -302,7 +303,7 @@ class DirectRoute(APIRoute):
         status = self.status_code or 200
 
         async def handle(request: Request) -> Response:
-            values: dict[str, Any] = {p.name: request for p in plan if p.request}
+            values: dict[str, Any] = dict.fromkeys(requests, request)
             for p in depends:
                 assert p.depends is not None
                 values[p.name] = await p.depends(request)
