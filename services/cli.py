@@ -106,7 +106,7 @@ def _serve(module: str, port: int) -> None:
 
     import uvicorn
 
-    from shared.server import UVICORN_OPTIONS
+    from shared.server import uvicorn_options
 
     _logging()
     create = importlib.import_module(f"services.{module}.api").create
@@ -116,13 +116,14 @@ def _serve(module: str, port: int) -> None:
         raise _refuse(exc) from None
     _collect_garbage_less_often()
     # No access log: every request is counted and timed in the service's own /metrics.
+    settings = Settings()
     uvicorn.run(
         service,
-        host=Settings().host,
+        host=settings.host,
         port=port,
         log_level="info",
         access_log=False,
-        **UVICORN_OPTIONS,
+        **uvicorn_options(settings),
     )
 
 
@@ -269,7 +270,7 @@ def run(
     _logging()
     settings = Settings()
     try:
-        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host")
+        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host", "slack")
         ApiKeys.from_settings(settings)  # and every key long enough
     except UnsafeSettings as exc:
         raise _refuse(exc) from None

@@ -2,6 +2,11 @@
 
 401 without a valid key, 403 with the wrong scope, 429 past the key's rate limit, and
 429 for an address that keeps presenting invalid keys (guessing is slowed down).
+
+A request with a valid key is judged by that key alone: however many wrong keys came from
+its address (a shared proxy, a NAT), it is never slowed down for them. The address is
+the peer's, unless the peer is a proxy named in ``RAPPORT_TRUSTED_PROXIES``
+(``shared.server``): only then does ``X-Forwarded-For`` say who the client is.
 """
 
 from __future__ import annotations
@@ -77,10 +82,26 @@ class TokenBucket:
 
 
 class FailedKeys:
-    """Invalid keys per client address: past a burst, that address waits (429)."""
+    """Invalid credentials per client address: past a burst, that address waits (429).
 
-    def __init__(self) -> None:
+    One for API keys, one for Slack signatures: a forged Slack request never slows an
+    API client down, nor the other way round."""
+
+    def __init__(self, what: str = "API keys") -> None:
+        self.what = what  # named in the 429
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def refuse(self, request: Request) -> None:
+        """Count one invalid credential from ``request``'s client; raise 429 if its address
+        is past the burst (the caller answers 401 otherwise)."""
+        address = request.client.host if request.client else "unknown"
+        if wait := self.wait_needed(address):
+            raise HTTPException(
+                429,
+                f"too many invalid {self.what} from this address; retry later",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        self.failed(address)
 
     def wait_needed(self, address: str) -> float:
         """Seconds ``address`` must wait before presenting another key (0: now)."""
@@ -104,6 +125,7 @@ class ApiKeys:
         # Per key and per replica: a runaway client cannot flood the broker.
         self._buckets = {c.name: TokenBucket(rate_limit) for c in configs} if rate_limit else {}
         self.failures = FailedKeys()
+        self.slack_failures = FailedKeys("Slack signatures")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:
@@ -164,20 +186,13 @@ class Require(HTTPBearer):
 
     async def __call__(self, request: Request) -> Client:  # type: ignore[override]
         keys: ApiKeys = request.app.state.api_keys
-        address = request.client.host if request.client else "unknown"
-        if wait := keys.failures.wait_needed(address):
-            raise HTTPException(
-                429,
-                "too many invalid API keys from this address; retry later",
-                {"Retry-After": str(max(1, math.ceil(wait)))},
-            )
         # Read as HTTPBearer reads it, without building its credentials model.
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         token = token if scheme.lower() == "bearer" else ""
         client = keys.authenticate(token) if token else None
         if client is None:
             if token:  # a wrong key, not a forgotten one
-                keys.failures.failed(address)
+                keys.failures.refuse(request)
             raise HTTPException(
                 401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
             )

@@ -1,10 +1,12 @@
 """Domain errors, mapped to HTTP status codes in one place (``shared.web``).
 
 RapportError
-├── InvalidInput        422  the request breaks a rule (unknown person, value, ...)
-├── NotFound            404  the thing named in the path does not exist
-├── BrokerUnavailable   503  the broker did not acknowledge; retry later
-└── NotReady            503  the service is still reading what it needs; retry later
+├── InvalidInput          422  the request breaks a rule (unknown person, value, ...)
+├── NotFound              404  the thing named in the path does not exist
+└── Unavailable           503  a dependency is missing; retry after Retry-After
+    ├── BrokerUnavailable      the broker did not answer or acknowledge
+    ├── NotReady               the service is still reading what it needs
+    └── SmtpUnavailable        the mail server did not answer
 """
 
 from __future__ import annotations
@@ -29,13 +31,33 @@ class NotFound(RapportError):
     status = 404
 
 
-class BrokerUnavailable(RapportError):
-    """The broker did not acknowledge in time; nothing was promised to the caller."""
+class Unavailable(RapportError):
+    """A dependency is missing: nothing was done, and the caller may try again."""
 
     status = 503
+    code = "unavailable"  # the answer's ``error``: what is missing
+
+    def public(self) -> str:
+        """What the caller is told."""
+        return str(self)
 
 
-class NotReady(RapportError):
+class BrokerUnavailable(Unavailable):
+    """The broker did not answer or acknowledge in time; nothing was promised."""
+
+    code = "broker_unavailable"
+
+    def public(self) -> str:  # the broker's own words stay in the log
+        return "the event broker is unavailable; retry"
+
+
+class NotReady(Unavailable):
     """The service has not read what the answer needs yet (at start-up, a large topic)."""
 
-    status = 503
+    code = "not_ready"
+
+
+class SmtpUnavailable(Unavailable):
+    """The SMTP server did not answer: no digest can be sent now."""
+
+    code = "smtp_unavailable"

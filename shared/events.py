@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from shared.errors import InvalidInput
+from shared.text import is_blank
 
 RECOGNITION_GIVEN = "rapport.recognition.given.v1"
 PERSON = "rapport.directory.person.v1"
@@ -72,8 +73,9 @@ def event_time(value: datetime | None, field: str, now: datetime | None = None) 
 def _timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {name!r}") from None
+    # OSError: a name the file system refuses as a path (too long, say).
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown timezone {name[:64]!r}") from None
     return name
 
 
@@ -103,8 +105,8 @@ class RecognitionFields(Event):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.message.strip():
-            raise ValueError("message: must not be blank")
+        if is_blank(self.message):
+            raise ValueError("message: must not be blank (nothing in it shows)")
         if self.giver_id in self.recipient_ids:
             raise ValueError("recipient_ids: self-recognition is not allowed")
         if len(set(self.recipient_ids)) != len(self.recipient_ids):
@@ -133,7 +135,9 @@ class Person(Event):
     )
     team_id: Id
     manager_id: Id | None = None
-    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    timezone: Annotated[str, AfterValidator(_timezone)] = Field(
+        default="UTC", min_length=1, max_length=64
+    )
     active: bool = True
     # Their Slack user id (optional; added compatibly: older records have none). Mentions
     # in Slack resolve to a person through it.
@@ -151,7 +155,7 @@ class SurveyAnswers(Event):
     @field_validator("comment")
     @classmethod
     def _blank_is_none(cls, comment: str | None) -> str | None:
-        return comment.strip() or None if comment is not None else None
+        return None if comment is None or is_blank(comment) else comment.strip()
 
 
 class SurveyResponded(SurveyAnswers):

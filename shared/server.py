@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared.settings import Settings
+
 MAX_HEAD_BYTES = 32 * 1024  # request line and headers; common servers allow 8-16 KiB
 _END = b"\r\n\r\n"
 
@@ -67,5 +69,15 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head, self._head_bytes, self._tail = True, 0, b""  # keep-alive: next request
 
 
-# Keyword arguments of ``uvicorn.run`` for every Rapport service.
-UVICORN_OPTIONS: dict[str, Any] = {"http": BoundedHttpTools}
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.run`` for every Rapport service.
+
+    uvicorn by default believes ``X-Forwarded-For`` from loopback: a client there could
+    be a new address at every request, and never be slowed down for guessing keys. Here
+    only the proxies of ``RAPPORT_TRUSTED_PROXIES`` are believed (uvicorn's own
+    ``ProxyHeadersMiddleware`` reads the header); without any, the peer's address is the
+    client's.
+    """
+    trusted = settings.trusted_proxies
+    return {"http": BoundedHttpTools, "proxy_headers": bool(trusted),
+            "forwarded_allow_ips": trusted or None}  # fmt: skip

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DIMENSIONS = (
@@ -83,7 +84,12 @@ class Settings(BaseSettings):
         description="Consumer session timeout: how long a dead worker holds "
         "its partitions; default 4 s embedded, 6 s (Kafka's least) else.",
     )
-    publish_timeout_s: float = 5.0
+    publish_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="How long a request waits for the broker's acknowledgement before it "
+        "answers 503 (with Retry-After): within 5 s, nothing hangs on a broker that is gone.",
+    )
     rate_limit_per_s: float = Field(
         default=50,
         ge=0,
@@ -174,6 +180,24 @@ class Settings(BaseSettings):
     slack_reaction_value: str | None = Field(
         default=None, description="The value a reaction gives (one of RAPPORT_VALUES)."
     )
+    slack_team_id: str | None = Field(
+        default=None,
+        pattern=r"^T[A-Z0-9]{2,20}$",
+        description="The Slack workspace (T...) whose requests count: one signed with the "
+        "app's secret for another workspace is refused. Required with the signing secret "
+        "outside development.",
+    )
+    slack_app_id: str | None = Field(
+        default=None,
+        pattern=r"^A[A-Z0-9]{2,20}$",
+        description="The Slack app (A...) whose requests count; as RAPPORT_SLACK_TEAM_ID.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Proxies in front of the HTTP services, comma-separated addresses or "
+        "networks (10.0.0.0/8): only behind one of them is the client taken from "
+        "X-Forwarded-For; empty = the connecting address is the client's.",
+    )
     host: str = "127.0.0.1"
     recognition_port: int = 8001
     feedback_port: int = 8002
@@ -192,6 +216,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or network") from None
+        return value
+
     @property
     def embedded(self) -> bool:
         """Whether to use the embedded broker (no broker configured); says nothing of secrets."""
@@ -202,7 +236,9 @@ class Settings(BaseSettings):
         """Whether development defaults apply: only when the settings say so."""
         return self.environment == "development"
 
-    def check_secrets(self, *names: Literal["api_keys", "pseudonym_key", "smtp_host"]) -> None:
+    def check_secrets(
+        self, *names: Literal["api_keys", "pseudonym_key", "smtp_host", "slack"]
+    ) -> None:
         """Outside development, raise :class:`UnsafeSettings` naming each missing secret."""
         if self.development:
             return
@@ -215,6 +251,11 @@ class Settings(BaseSettings):
                 f"RAPPORT_PSEUDONYM_KEY must be a secret of at least {MIN_SECRET_LENGTH} "
                 "characters (the default would let anyone re-identify respondents)"
             )
+        if "slack" in names and self.slack_signing_secret is not None:
+            problems += [f"RAPPORT_SLACK_{n.upper()}_ID is not set (requests of other Slack "
+                         f"{what} signed with the app's secret would count)"
+                         for n, what in (("team", "workspaces"), ("app", "apps"))
+                         if getattr(self, f"slack_{n}_id") is None]  # fmt: skip
         if "smtp_host" in names and self.smtp_host is None:
             problems.append("RAPPORT_SMTP_HOST is not set (the SMTP server for digests)")
         if problems:

@@ -18,11 +18,15 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from shared.codec import CodecError, decode
+from shared.errors import BrokerUnavailable, NotReady
 from shared.gaps import GapGuard
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+# How long a request waits for a view to catch up: it answers 503 within this (and a
+# request reads two views at most) when the broker is gone or a topic is still loading.
+SYNC_TIMEOUT_S = 2.0
 
 
 def read_event(
@@ -115,20 +119,34 @@ class TopicView(ABC):
                 if task is not None and task.cancelling():
                     raise
 
-    async def sync(self, timeout_s: float = 30.0) -> None:
-        """Wait until every record on the topic *now* has been applied."""
+    async def sync(self, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+        """Wait until every record on the topic *now* has been applied.
+
+        Within ``timeout_s``, or raise :class:`BrokerUnavailable` (the broker did not say
+        where the topic ends) or :class:`NotReady` (the view has not read that far yet):
+        a request never waits on a broker that is gone.
+        """
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError(f"view of {self.topic} is not started")
-        # Tansu's end offset can be a batch's base + 1; a fetch returns whole batches,
-        # so a position past it has the whole batch (shared.gaps).
-        ends = await consumer.end_offsets(list(consumer.assignment()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            # Tansu's end offset can be a batch's base + 1; a fetch returns whole batches,
+            # so a position past it has the whole batch (shared.gaps).
+            async with asyncio.timeout_at(deadline):
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"no end offsets of {self.topic}: {exc!r}") from exc
 
         def caught_up() -> bool:
             return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
-        async with asyncio.timeout(timeout_s), self._progress:
-            await self._progress.wait_for(caught_up)
+        try:
+            async with asyncio.timeout_at(deadline), self._progress:
+                await self._progress.wait_for(caught_up)
+        except TimeoutError:
+            raise NotReady(f"still reading {self.topic}; try again in a moment") from None
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:

@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady, RapportError
+from shared.errors import InvalidInput, NotFound, RapportError, Unavailable
 
 MAX_BODY_BYTES = 2 << 20
 RETRY_AFTER_S = "5"
@@ -54,7 +54,8 @@ _MEANING = {
     413: "The request body is over 2 MiB.",
     422: "Invalid input: every field at fault is named.",
     429: "Past the key's rate limit, or too many invalid keys from this address: see Retry-After.",
-    503: "The broker did not acknowledge: nothing was accepted; retry after Retry-After.",
+    503: "A dependency is missing (error: broker_unavailable, not_ready or smtp_unavailable): "
+    "nothing was done; retry after Retry-After.",
 }
 
 
@@ -208,7 +209,7 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     return _error(422, "invalid_request", message, errors=errors)
 
 
-HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 429: "rate_limited"}  # fmt: skip
 
 
@@ -226,12 +227,8 @@ def _domain_error(_: Request, exc: Exception) -> Response:
         return _error(422, "invalid_request", str(exc), errors=errors)
     if isinstance(exc, NotFound):
         return _error(404, "not_found", str(exc))
-    if isinstance(exc, BrokerUnavailable):
-        response = _error(503, "broker_unavailable", "the event broker is unavailable; retry")
-        response.headers["Retry-After"] = RETRY_AFTER_S
-        return response
-    if isinstance(exc, NotReady):
-        response = _error(503, "not_ready", str(exc))
+    if isinstance(exc, Unavailable):
+        response = _error(503, exc.code, exc.public())
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
     return _error(exc.status, "error", str(exc))
@@ -461,7 +458,9 @@ def create_app(
     async def readyz() -> JSONResponse:
         """Say whether the broker is reachable and the service can take work."""
         ok = await ready(app)
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        if ok:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, 503, {"Retry-After": RETRY_AFTER_S})
 
     @app.get(
         "/metrics",

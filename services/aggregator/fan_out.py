@@ -125,7 +125,8 @@ class FanOut:
         try:
             return service.fan_out(ce.source, ce.id, recognition, self.directory.get)
         except service.Unresolvable:
-            await self.directory.sync()  # the person may have been added a moment ago
+            # The person may have been added a moment ago; a worker, not a request, waits.
+            await self.directory.sync(timeout_s=30)
             return service.fan_out(ce.source, ce.id, recognition, self.directory.get)
 
     async def remember(self, first_seen: dict[int, list[int]], now: datetime) -> list[Sent]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from shared import connections as cx
 from shared.auth import ApiKeys, Client, Require
 from shared.directory import DirectoryView
-from shared.errors import InvalidInput, NotFound, NotReady
+from shared.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady
 from shared.events import Person
 from shared.kafka import Publisher
 from shared.questions import catalogue
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 AdminDep = Annotated[Client, Depends(Require("digest:admin"))]
 Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
 GRAPH_TTL_S = 10.0
-SNAPSHOTS_WAIT_S = 10.0
 router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
 
 
@@ -47,8 +46,9 @@ class RunResult(BaseModel):
 class Digests:
     """Everything a digest needs: directory, snapshots, the delivery log, the sender."""
 
-    def __init__(self, settings: Settings, deliverer: Deliverer) -> None:
+    def __init__(self, settings: Settings, deliverer: Deliverer, smtp: mail.SmtpSender) -> None:
         self.settings = settings
+        self.smtp = smtp
         self.directory = DirectoryView(settings)
         self.snapshots = SnapshotView(settings)
         self.deliverer = deliverer
@@ -57,13 +57,11 @@ class Digests:
 
     async def caught_up(self) -> None:
         """The directory and the snapshots as they are on the broker now; ``NotReady``
-        while the snapshots are still being read (a large topic takes minutes at start-up,
-        and a digest from part of them would be sent once, wrong)."""
+        while they are still being read (a large topic takes minutes at start-up, and a
+        digest from part of them would be sent once, wrong), ``BrokerUnavailable``
+        without a broker."""
         await self.directory.sync()
-        try:
-            await self.snapshots.sync(timeout_s=SNAPSHOTS_WAIT_S)
-        except TimeoutError:
-            raise NotReady("still reading the team snapshots; try again in a minute") from None
+        await self.snapshots.sync()
 
     def build(self, manager_id: str, week: str) -> service.Digest:
         return service.build(
@@ -150,6 +148,7 @@ async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
     """Send ``week``'s digests now to every manager not sent one yet (failed ones again)."""
     label = _week(week)
     await digests.caught_up()
+    await digests.smtp.check()
     outcomes = {
         m.id: await digests.send(m, label, retry_failed=True) for m in digests.directory.managers()
     }
@@ -160,7 +159,7 @@ async def send_due(digests: Digests) -> None:
     """Send every digest that is due and not sent yet."""
     try:
         await digests.caught_up()
-    except NotReady as exc:
+    except (BrokerUnavailable, NotReady) as exc:
         log.info("no digests this round: %s", exc)
         return
     for manager in digests.directory.managers():
@@ -197,7 +196,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         sender = mail.SmtpSender(settings, host)
         metrics = DigestMetrics(app.state.registry)
         app.state.digests = digests = Digests(
-            settings, Deliverer(settings, deliveries, publisher, sender, metrics)
+            settings, Deliverer(settings, deliveries, publisher, sender, metrics), sender
         )
         await publisher.start()
         await digests.directory.start()

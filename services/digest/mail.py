@@ -7,6 +7,7 @@ as in production: rendered, sent over SMTP, accepted or refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import aiosmtplib
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from shared.errors import SmtpUnavailable
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,30 @@ def _permanent(exc: aiosmtplib.SMTPException) -> bool:
     return isinstance(code, int) and 500 <= code < 600
 
 
+SMTP_CHECK_S = 3.0  # a run answers 503 within this when the mail server is down
+
+
 class SmtpSender:
     def __init__(self, settings: Settings, host: str) -> None:
         self._settings = settings
         self._host = host
+
+    async def check(self) -> None:
+        """Raise :class:`SmtpUnavailable` unless the SMTP server greets within
+        ``SMTP_CHECK_S``: a run then says so at once, not after every digest's retries."""
+        smtp = aiosmtplib.SMTP(hostname=self._host, port=self._settings.smtp_port,
+                               timeout=SMTP_CHECK_S, start_tls=False)  # fmt: skip
+        try:
+            async with asyncio.timeout(SMTP_CHECK_S):
+                await smtp.connect()
+                await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise SmtpUnavailable(
+                f"the SMTP server {self._host}:{self._settings.smtp_port} did not answer; "
+                "no digest was sent"
+            ) from exc
+        finally:
+            smtp.close()
 
     async def __call__(self, message: EmailMessage) -> None:
         s = self._settings

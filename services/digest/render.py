@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import unicodedata
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -21,6 +20,7 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from shared.events import Person
+from shared.text import display_name
 
 from .service import UNRECOGNIZED_DAYS, Digest
 
@@ -53,7 +53,11 @@ def _first_name(name: str) -> str:
     return words[0] if words else "there"
 
 
-_env.filters.update(pct=_pct, signed=_signed, signed_pct=_signed_pct, first_name=_first_name)
+# Every name through ``name`` (or ``first_name``): no control or bidirectional override
+# from the directory reaches the page or the text.
+_env.filters.update(
+    pct=_pct, signed=_signed, signed_pct=_signed_pct, first_name=_first_name, name=display_name
+)
 
 
 def subject(d: Digest) -> str:
@@ -100,12 +104,6 @@ def text(d: Digest, k: int) -> str:
 def preview(d: Digest, k: int) -> str:
     """The HTML part exactly as sent, with the chart inlined for a browser."""
     return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), k)
-
-
-def display_name(name: str) -> str:
-    """A directory name fit for a header: control and format characters become spaces."""
-    kept = "".join(" " if unicodedata.category(c).startswith("C") else c for c in name)
-    return " ".join(kept.split())
 
 
 def recipient(person: Person) -> Address:

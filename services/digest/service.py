@@ -18,6 +18,7 @@ from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.events import Person, TeamSnapshot
 from shared.questions import Catalogue
+from shared.text import display_name
 
 from .actions import suggest
 
@@ -138,7 +139,7 @@ def _trust(
 
 
 def _names(people: list[Person]) -> str:
-    names = ", ".join(p.name for p in people[:3])
+    names = ", ".join(display_name(p.name) for p in people[:3])
     return names + (f" and {len(people) - 3} more" if len(people) > 3 else "")
 
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from shared.connections import Thresholds
 from shared.directory import DirectoryView
+from shared.errors import BrokerUnavailable, NotReady
 from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app
@@ -43,8 +44,8 @@ def create(settings: Settings | None = None) -> FastAPI:
 
     async def ready(app: FastAPI) -> bool:
         try:
-            await snapshots.sync(timeout_s=2)
-        except TimeoutError:
+            await snapshots.sync()
+        except (BrokerUnavailable, NotReady):
             return False
         return True
 

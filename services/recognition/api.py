@@ -102,8 +102,8 @@ async def delete_person(
 
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the recognition service app: its API, and the Slack app's routes."""
-    app = create_writer_app(
-        "Rapport recognition service", settings or Settings(), [router, slack.router]
-    )
+    settings = settings or Settings()
+    settings.check_secrets("slack")  # a Slack app names its workspace and app id
+    app = create_writer_app("Rapport recognition service", settings, [router, slack.router])
     app.state.slack_replays = slack.Replays()
     return app

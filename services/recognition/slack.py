@@ -25,12 +25,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import SignatureVerifier
@@ -39,22 +40,27 @@ from slack_sdk.web.async_client import AsyncWebClient
 from shared.auth import ApiKeys, Client
 from shared.deps import Parts, PartsDep
 from shared.directory import DirectoryView
-from shared.errors import BrokerUnavailable, InvalidInput
+from shared.errors import BrokerUnavailable, InvalidInput, Unavailable
 from shared.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
 from shared.settings import Settings
+from shared.text import is_blank
 
 from . import service
 from .models import RecognitionIn
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 SLACK = Client("slack", frozenset({"recognition:write"}))
 ANSWER_WITHIN_S = 2.5
 REPLAY_WINDOW_S = 5 * 60  # as the verifier's: older requests are refused anyway
-MENTION = re.compile(r"<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>")
+# Inside an escape, no "<": Slack writes a typed one as "&lt;". So a match tried at each
+# "<" stops at the next one, and reading a text is linear in its length, however many
+# "<" are left open (with "[^>]*", 12,000 of them took seconds).
+MENTION = re.compile(r"<@([UW][A-Z0-9]{2,20})(?:\|[^<>]*)?>")
 VALUE = re.compile(r"(?<![\w&#])#([A-Za-z][\w-]*)")
 # Slack's other escapes: <#C123|name> channels, <!here> and <!subteam^S1|@team> specials,
 # <https://x|label> links. Shown as their label (a channel as its name, without '#').
-ESCAPED = re.compile(r"<([#!]?)([^>|]*)(?:\|([^>]*))?>")
+ESCAPED = re.compile(r"<([#!]?)([^<>|]*)(?:\|([^<>]*))?>")
 
 
 def unescape(text: str) -> str:
@@ -127,7 +133,7 @@ async def kudos_of(
         raise Refused(f"Add one to {MAX_VALUES} values: {tags(valid)}.")
     if len(kudos.values) > MAX_VALUES:
         raise Refused(f"At most {MAX_VALUES} values, from: {tags(valid)}.")
-    if not kudos.message:
+    if is_blank(kudos.message):
         raise Refused(f"Add a few words about what they did, for example {usage}.")
     if len(kudos.message) > MAX_MESSAGE:
         raise Refused(
@@ -204,11 +210,6 @@ async def verified(request: Request) -> Signed:
     settings = parts.settings
     if settings.slack_signing_secret is None:
         raise HTTPException(404, "Slack is not set up here (RAPPORT_SLACK_SIGNING_SECRET)")
-    keys: ApiKeys = request.app.state.api_keys
-    address = request.client.host if request.client else "unknown"
-    if wait := keys.failures.wait_needed(address):
-        raise HTTPException(429, "too many invalid Slack signatures; retry later",
-                            {"Retry-After": str(max(1, round(wait)))})  # fmt: skip
     body = await request.body()
     verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value())
     signature = request.headers.get("X-Slack-Signature", "")
@@ -216,8 +217,9 @@ async def verified(request: Request) -> Signed:
         valid = verifier.is_valid_request(body, dict(request.headers))
     except (ValueError, UnicodeDecodeError):  # a timestamp that is no number, a bad body
         valid = False
-    if not valid:
-        keys.failures.failed(address)
+    if not valid:  # counted apart from API keys; a signed request is never slowed down
+        keys: ApiKeys = request.app.state.api_keys
+        keys.slack_failures.refuse(request)
         raise HTTPException(401, "not signed by Slack with this app's signing secret, or stale")
     replays: Replays = request.app.state.slack_replays
     if replays.seen(signature):
@@ -244,15 +246,62 @@ async def post_in_channel(response_url: str, text: str) -> None:
         log.warning("the public note of a kudos was not posted to Slack: %r", exc)
 
 
-class Command(BaseModel):
-    """The fields of a slash command Rapport reads (Slack sends more)."""
+class _Slack(BaseModel):
+    """What Rapport reads of a Slack payload (Slack sends more, and adds fields)."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+class Command(_Slack):
     team_id: str
     user_id: str
+    api_app_id: str = ""
     channel_id: str = ""
     text: str = ""
     response_url: str = ""
+
+
+class Envelope(_Slack):
+    """An Events API delivery; its ``event`` is read further only if Rapport wants it."""
+
+    type: str
+    challenge: str = ""
+    team_id: str = ""
+    api_app_id: str = ""
+    event: dict[str, Any] = {}
+
+
+class Item(_Slack):
+    type: str
+    channel: str = ""
+    ts: str = ""
+
+
+class ReactionAdded(_Slack):
+    reaction: str
+    user: str
+    item_user: str = ""
+    item: Item
+
+
+def parsed(model: type[M], data: Any, *at: str) -> M:
+    """``data`` as ``model``, or a 422 naming each field at fault (``at`` is where
+    ``data`` is in the body)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *at, *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+def check_workspace(settings: Settings, team_id: str, app_id: str) -> None:
+    """403 for a request signed with the app's secret for another workspace or app (the
+    same app installed elsewhere, say): it counts nothing here."""
+    for what, want, got in (("workspace", settings.slack_team_id, team_id),
+                            ("app", settings.slack_app_id, app_id)):  # fmt: skip
+        if want is not None and got != want:
+            raise HTTPException(403, f"this request is for another Slack {what} ({got[:32]!r})")
 
 
 async def record_command(cmd: Command, kudos: Kudos, parts: Parts) -> bool:
@@ -279,10 +328,11 @@ async def command(
     """``/kudos @alice #growth what they did``: one recognition; the answer is only seen
     by the person who sent it, and names what was recorded or what to change."""
     try:
-        form = {k: v[0] for k, v in parse_qs(signed.body.decode(), keep_blank_values=True).items()}
-        cmd = Command.model_validate(form)
-    except (UnicodeDecodeError, ValidationError):
-        raise HTTPException(400, "not a slash command") from None
+        fields = parse_qs(signed.body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise HTTPException(400, "not a slash command: the body is not UTF-8") from None
+    cmd = parsed(Command, {k: v[0] for k, v in fields.items()})
+    check_workspace(parts.settings, cmd.team_id, cmd.api_app_id)
     signed.answered()  # Slack does not send a command again: every answer is final
     kudos = Kudos.parse(cmd.text)
     try:
@@ -290,7 +340,7 @@ async def command(
             recorded = await record_command(cmd, kudos, parts)
     except Refused as refusal:
         return ephemeral(str(refusal))
-    except TimeoutError:
+    except (TimeoutError, Unavailable):  # the directory could not be read in time
         recorded = False
     if not recorded:
         return ephemeral(
@@ -315,21 +365,20 @@ class Reaction:
     author: str
 
     @classmethod
-    def of(cls, envelope: dict[str, Any], emoji: str | None) -> Reaction | None:
-        """The reaction in a Slack event, if it is the configured emoji on a message."""
-        event = envelope.get("event") or {}
-        item = event.get("item") or {}
+    def of(cls, envelope: Envelope, emoji: str | None) -> Reaction | None:
+        """The reaction in a Slack event, if it is the configured emoji on a message; a
+        422 naming the field if a ``reaction_added`` event is not one."""
         if (
             emoji is None
-            or envelope.get("type") != "event_callback"
-            or event.get("type") != "reaction_added"
-            or str(event.get("reaction", "")).split("::")[0] != emoji  # any skin tone
-            or item.get("type") != "message"
+            or envelope.type != "event_callback"
+            or envelope.event.get("type") != "reaction_added"
         ):
             return None
-        return cls(str(envelope.get("team_id", "")), str(item.get("channel", "")),
-                   str(item.get("ts", "")), str(event.get("user", "")),
-                   str(event.get("item_user", "")))  # fmt: skip
+        event = parsed(ReactionAdded, envelope.event, "event")
+        if event.reaction.split("::")[0] != emoji or event.item.type != "message":  # any skin
+            return None
+        return cls(envelope.team_id, event.item.channel, event.item.ts, event.user,
+                   event.item_user)  # fmt: skip
 
 
 @router.post("/events")
@@ -342,13 +391,15 @@ async def events(
     event that is not for Rapport is acknowledged, so that Slack does not send it again;
     a kudos the broker has not acknowledged gets 503, so that it does."""
     try:
-        envelope: dict[str, Any] = orjson.loads(signed.body)
+        body = orjson.loads(signed.body)
     except orjson.JSONDecodeError:
-        raise HTTPException(400, "not a Slack event") from None
-    if envelope.get("type") == "url_verification":
+        raise HTTPException(400, "not a Slack event: the body is not JSON") from None
+    envelope = parsed(Envelope, body)
+    if envelope.type == "url_verification":
         signed.answered()
-        return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
+        return JSONResponse({"challenge": envelope.challenge})
     settings = parts.settings
+    check_workspace(settings, envelope.team_id, envelope.api_app_id)
     emoji = settings.slack_reaction_emoji
     reaction = Reaction.of(envelope, emoji)
     if reaction is not None:
@@ -357,7 +408,7 @@ async def events(
                 recognition = await reaction_kudos(reaction, f":{emoji}:", settings,
                                                    parts.directory)  # fmt: skip
                 recorded = await published(recognition, parts)
-        except TimeoutError:
+        except (TimeoutError, Unavailable):
             recorded = False
         except Refused as refusal:
             background.add_task(tell, settings, reaction.channel, reaction.reactor, str(refusal))

@@ -3,7 +3,9 @@ guessing keys, and a rate limit a real client can reach."""
 
 from __future__ import annotations
 
+import math
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -13,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.recognition.api import create
-from shared.auth import FAILED_BURST, ensure_dev_key
+from shared.auth import FAILED_BURST, FAILED_PER_S, ensure_dev_key
+from shared.broker import free_port
 from shared.server import MAX_HEAD_BYTES
 from shared.settings import Settings
 from shared.web import MAX_BODY_BYTES
@@ -30,13 +33,7 @@ def service(
     spawn("recognition", log=tmp_path / "recognition.log")
     url = f"http://127.0.0.1:{env['RAPPORT_RECOGNITION_PORT']}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up)
+    wait_until(lambda: _up(url))
     yield url
 
 
@@ -88,19 +85,59 @@ def test_413_for_a_chunked_body_over_the_limit(service: str, settings: Settings)
     assert {"field": "pad", "reason": "unknown field"} in under.json()["errors"]
 
 
-def test_an_address_that_keeps_guessing_keys_is_slowed_down(settings: Settings) -> None:
+def test_a_guesser_is_slowed_down_but_never_locks_out_a_valid_key(settings: Settings) -> None:
     key = ensure_dev_key(settings)
     with TestClient(create(settings)) as client:
-        for i in range(FAILED_BURST):
-            guess = client.post("/v1/recognitions", json=KUDOS,
-                                headers={"Authorization": f"Bearer guess-{i}"})  # fmt: skip
-            assert guess.status_code == 401
+        started = time.monotonic()
+        guesses = [client.post("/v1/recognitions", json=KUDOS,
+                               headers={"Authorization": f"Bearer guess-{i}"}).status_code
+                   for i in range(300)]  # fmt: skip
+        took = time.monotonic() - started
+        assert guesses[:FAILED_BURST] == [401] * FAILED_BURST
+        assert set(guesses) == {401, 429}
+        # The burst, then one a second.
+        assert guesses.count(401) <= FAILED_BURST + math.ceil(took * FAILED_PER_S) + 1
         slowed = client.post("/v1/recognitions", json=KUDOS,
-                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+                             headers={"Authorization": "Bearer one-more-guess"})  # fmt: skip
         assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
         assert "invalid API keys" in slowed.json()["message"]
+        # The same address with the valid key: judged by the key alone (a shared proxy).
+        valid = client.post("/v1/recognitions", json={**KUDOS, "values": ["unknown"]},
+                            headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert valid.status_code == 422, valid.text
         # A missing key is not a guess: forgetting it does not lock anyone out.
-        assert client.post("/v1/recognitions", json=KUDOS).status_code in (401, 429)
+        assert client.post("/v1/recognitions", json=KUDOS).status_code == 401
+
+
+def test_the_client_address_is_the_peer_unless_a_trusted_proxy_forwarded_it(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], env: dict[str, str], tmp_path: Path
+) -> None:
+    def guesses(url: str, n: int) -> list[int]:
+        """Wrong keys, each claiming to come from another address."""
+        with httpx.Client(base_url=url) as http:
+            return [http.post("/v1/recognitions", json=KUDOS, headers={
+                "Authorization": f"Bearer guess-{i}", "X-Forwarded-For": f"203.0.113.{i}"
+            }).status_code for i in range(n)]  # fmt: skip
+
+    direct, behind = (free_port(), free_port())
+    spawn("recognition", log=tmp_path / "direct.log",
+          extra_env={"RAPPORT_RECOGNITION_PORT": str(direct)})  # fmt: skip
+    spawn("recognition", log=tmp_path / "behind.log",
+          extra_env={"RAPPORT_RECOGNITION_PORT": str(behind),
+                     "RAPPORT_TRUSTED_PROXIES": "127.0.0.1/32"})  # fmt: skip
+    for port in (direct, behind):
+        wait_until(lambda p=port: _up(f"http://127.0.0.1:{p}"))
+    # On loopback, a new X-Forwarded-For each time does not reset the client's bucket.
+    assert 429 in guesses(f"http://127.0.0.1:{direct}", 3 * FAILED_BURST)
+    # Behind a trusted proxy, each forwarded address is a client of its own.
+    assert set(guesses(f"http://127.0.0.1:{behind}", 3 * FAILED_BURST)) == {401}
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_the_default_rate_limit_is_one_a_client_can_reach(settings: Settings) -> None:
