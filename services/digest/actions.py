@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from shared.events import Person
+from shared.text import display_name
 
 if TYPE_CHECKING:
     from .service import TrustPart
 
 MAX_ACTIONS = 3
+NAMED = 3  # people named in a suggestion, then "and n more"
 LOW_COVERAGE = 0.5
 BY_DIMENSION = {
     "direction": "Restate the team's top three priorities this week, and ask each person "
@@ -33,6 +35,12 @@ BY_DIMENSION = {
     "busiest person's plate.",
 }
 GENERIC = "Ask your team in your next meeting what would make this a 4 or 5 for them."
+
+
+def names(people: Sequence[Person]) -> str:
+    """The first people by name, as shown (``display_name``), and how many more."""
+    shown = ", ".join(display_name(p.name) for p in people[:NAMED])
+    return shown + (f" and {len(people) - NAMED} more" if len(people) > NAMED else "")
 
 
 def _gap_action(dimension: str, gap: float) -> str:
@@ -55,9 +63,7 @@ def suggest(
             widest = max(gaps, key=lambda d: (d.gap or 0, d.dimension))
             actions.append(_gap_action(widest.dimension, widest.gap or 0))
     if unrecognized:
-        names = ", ".join(p.name for p in unrecognized[:3])
-        more = f" and {len(unrecognized) - 3} more" if len(unrecognized) > 3 else ""
-        actions.append(f"Recognize {names}{more}: no kudos in two weeks.")
+        actions.append(f"Recognize {names(unrecognized)}: no kudos in two weeks.")
     if coverage is not None and coverage < LOW_COVERAGE:
         actions.append(
             "Open your next team meeting with two minutes of thanks: fewer than half the "

@@ -18,9 +18,8 @@ from shared import trust as tr
 from shared.directory import DirectoryView
 from shared.events import Person, TeamSnapshot
 from shared.questions import Catalogue
-from shared.text import display_name
 
-from .actions import suggest
+from .actions import names, suggest
 
 UNRECOGNIZED_DAYS = 14
 TREND_WEEKS = 8
@@ -138,11 +137,6 @@ def _trust(
     )
 
 
-def _names(people: list[Person]) -> str:
-    names = ", ".join(display_name(p.name) for p in people[:3])
-    return names + (f" and {len(people) - 3} more" if len(people) > 3 else "")
-
-
 def _connections(
     manager: Person,
     team_id: str,
@@ -159,11 +153,11 @@ def _connections(
     not_recognized = [p for p in reports if p.id not in now.out.get(manager.id, {})]
     if isolated:
         action = (
-            f"Check in with {_names(isolated)}: nobody recognized them, and they recognized "
+            f"Check in with {names(isolated)}: nobody recognized them, and they recognized "
             "nobody, in four weeks. Pair them with a colleague on their next piece of work."
         )
     elif not_recognized:
-        action = f"Recognize {_names(not_recognized)}: you have not in four weeks."
+        action = f"Recognize {names(not_recognized)}: you have not in four weeks."
     elif breadth[0] <= breadth[1]:
         action = (
             "Invite someone from another team to your next review or demo: connections "

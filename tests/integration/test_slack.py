@@ -98,6 +98,8 @@ def slack_env(env: dict[str, str], slack: SlackStandIn) -> dict[str, str]:
         "RAPPORT_SLACK_PUBLIC_CONFIRMATIONS": "true",
         "RAPPORT_SLACK_REACTION_EMOJI": "tada",
         "RAPPORT_SLACK_REACTION_VALUE": "appreciation",
+        "RAPPORT_SLACK_TEAM_ID": "T0RAP",
+        "RAPPORT_SLACK_APP_ID": "A0RAP",
     })  # fmt: skip
     return env
 
@@ -119,9 +121,16 @@ def signed(body: bytes, at: float | None = None, secret: str = SECRET) -> dict[s
     return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": str(signature)}
 
 
-def command(app: TestClient, text: str, user: str = "U0ANN", response_url: str = "") -> Any:
-    body = urlencode({"command": "/kudos", "text": text, "team_id": "T0RAP", "user_id": user,
-                      "channel_id": "C0GEN", "trigger_id": f"{time.time()}",
+def command(
+    app: TestClient,
+    text: str,
+    user: str = "U0ANN",
+    response_url: str = "",
+    team: str = "T0RAP",
+    app_id: str = "A0RAP",
+) -> Any:
+    body = urlencode({"command": "/kudos", "text": text, "team_id": team, "user_id": user,
+                      "api_app_id": app_id, "channel_id": "C0GEN", "trigger_id": f"{time.time()}",
                       "response_url": response_url}).encode()  # fmt: skip
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     return app.post("/slack/commands", content=body, headers={**form, **signed(body)})
@@ -138,7 +147,8 @@ def event(app: TestClient, envelope: dict[str, Any], retry: int = 0) -> Any:
 
 def reaction(user: str, author: str, emoji: str = "tada", event_id: str = "Ev01") -> dict[str, Any]:
     item = {"type": "message", "channel": "C0GEN", "ts": "1700000000.000100"}
-    return {"type": "event_callback", "team_id": "T0RAP", "event_id": event_id,
+    return {"type": "event_callback", "team_id": "T0RAP", "api_app_id": "A0RAP",
+            "event_id": event_id,
             "event": {"type": "reaction_added", "user": user, "reaction": emoji,
                       "item_user": author, "item": item}}  # fmt: skip
 
@@ -188,6 +198,7 @@ def test_every_refusal_is_a_helpful_message_to_the_giver_and_publishes_nothing(
         "<@U0ZED|zed> #growth thanks": "I can't find <@U0ZED> in Rapport's people directory. "
         "Ask whoever runs Rapport to add the Slack id `U0ZED` to their entry (column `slack_id`).",
         " ".join(f"<@U0P{i:02}>" for i in range(21)) + " #growth hi": "at most 20 people",
+        "<@U0BOB> #growth \u200b\u200d\u202e\u2066 \u3164": "Add a few words about what they did",
     }
     for text, expected in refusals.items():
         answer = command(app, text)
@@ -204,7 +215,8 @@ def test_forged_stale_and_replayed_requests_are_refused_and_change_nothing(
     app: TestClient, settings: Settings
 ) -> None:
     body = urlencode({"text": "<@U0BOB> #growth thanks", "team_id": "T0RAP",
-                      "user_id": "U0ANN", "channel_id": "C0GEN"}).encode()  # fmt: skip
+                      "api_app_id": "A0RAP", "user_id": "U0ANN",
+                      "channel_id": "C0GEN"}).encode()  # fmt: skip
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     attempts = {
         "unsigned": {},
@@ -294,3 +306,108 @@ def test_with_the_broker_gone_a_command_says_try_again_in_time_and_an_event_gets
     assert "send the same `/kudos` again in a minute: it will count once" in answer.json()["text"]
     assert answered_in < 3  # Slack shows "failed with the error operation_timeout" after 3 s
     assert event(app, reaction("U0CID", "U0ANN")).status_code == 503  # Slack sends it again
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[]", "body"),
+        (b'"x"', "body"),
+        (b"null", "body"),
+        (b"{}", "type"),
+        (b'{"type": "url_verification", "challenge": 7}', "challenge"),
+        (b'{"type": "event_callback", "event": "reaction_added"}', "event"),
+        (
+            b'{"type": "event_callback", "team_id": "T0RAP", "api_app_id": "A0RAP",'
+            b' "event": {"type": "reaction_added", "item": "x"}}',
+            "event.item",
+        ),
+        (
+            b'{"type": "event_callback", "team_id": "T0RAP", "api_app_id": "A0RAP",'
+            b' "event": {"type": "reaction_added", "reaction": "tada", "user": ["U0ANN"],'
+            b' "item": {"type": "message"}}}',
+            "event.user",
+        ),
+    ],
+)
+def test_a_signed_event_of_another_shape_is_a_422_naming_the_field(
+    app: TestClient, settings: Settings, body: bytes, field: str
+) -> None:
+    headers = {"Content-Type": "application/json", **signed(body)}
+    answer = app.post("/slack/events", content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert field in {e["field"] for e in answer.json()["errors"]}, answer.json()
+    not_json = b"{not json"
+    answer = app.post("/slack/events", content=not_json, headers=signed(not_json))
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
+    assert recognitions(settings) == []
+
+
+def test_a_command_without_its_fields_is_a_422_naming_them(app: TestClient) -> None:
+    body = b"text=hello"
+    answer = app.post("/slack/commands", content=body, headers=signed(body))
+    assert answer.status_code == 422
+    assert {e["field"] for e in answer.json()["errors"]} == {"team_id", "user_id"}
+
+
+def test_requests_for_another_workspace_or_app_are_refused_and_count_nothing(
+    app: TestClient, settings: Settings
+) -> None:
+    for team, app_id in (("T0OTHER", "A0RAP"), ("T0RAP", "A0OTHER"), ("", "")):
+        answer = command(app, "<@U0BOB> #growth thanks", team=team, app_id=app_id)
+        assert answer.status_code == 403, (team, app_id, answer.text)
+    elsewhere = {**reaction("U0CID", "U0ANN"), "team_id": "T0OTHER"}
+    assert event(app, elsewhere).status_code == 403
+    other_app = {**reaction("U0CID", "U0ANN"), "api_app_id": "A0OTHER"}
+    assert event(app, other_app).status_code == 403
+    assert recognitions(settings) == []
+    assert "recorded" in command(app, "<@U0BOB> #growth thanks").json()["text"]  # ours counts
+    assert len(recognitions(settings)) == 1
+
+
+def test_forged_signatures_never_lock_out_slack_nor_the_api(
+    app: TestClient, settings: Settings
+) -> None:
+    body = b"team_id=T0RAP&user_id=U0ANN&text=hi"
+    forged = [app.post("/slack/commands", content=body,
+                       headers=signed(body, secret="not-the-app-secret-at-all-1234567"))
+              for _ in range(300)]  # fmt: skip
+    assert forged[-1].status_code == 429 and "Slack signatures" in forged[-1].json()["message"]
+    # From the same address: a request Slack signed, and an API client's wrong key.
+    assert "recorded" in command(app, "<@U0BOB> #growth thanks").json()["text"]
+    wrong_key = app.post("/v1/recognitions", json={}, headers={"Authorization": "Bearer nope"})
+    assert wrong_key.status_code == 401
+
+
+def test_a_long_unbalanced_text_is_answered_at_once_and_never_stalls_the_service(
+    slack_env: dict[str, str],
+    settings: Settings,
+    spawn: Callable[..., Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    spawn("recognition", log=tmp_path / "recognition.log",
+          extra_env={"RAPPORT_RECOGNITION_PORT": str(port)})  # fmt: skip
+    wait_for_port(port, timeout=60)
+    url = f"http://127.0.0.1:{port}"
+    text = "<@U0BOB> #growth " + "<" * 40_000
+    healthy: list[float] = []
+
+    def poll_health() -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for _ in range(20):
+                started = time.monotonic()
+                http.get("/healthz").raise_for_status()
+                healthy.append(time.monotonic() - started)
+
+    poller = threading.Thread(target=poll_health)
+    poller.start()
+    for i in range(5):  # five requests, not one five times (that would be a replay)
+        body = urlencode({"team_id": "T0RAP", "api_app_id": "A0RAP", "user_id": "U0ANN",
+                          "channel_id": f"C{i}", "text": text}).encode()  # fmt: skip
+        answer = httpx.post(f"{url}/slack/commands", content=body, headers=signed(body),
+                            timeout=10)  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["response_type"] == "ephemeral"
+        assert answer.elapsed.total_seconds() < 1  # was 4.9 s at 12,000 characters
+    poller.join()
+    assert len(healthy) == 20 and max(healthy) < 1

@@ -176,3 +176,19 @@ def test_a_digest_is_due_at_nine_on_monday_in_the_managers_timezone(
 ) -> None:
     manager = PEOPLE[0].model_copy(update={"timezone": timezone})
     assert due_week(manager, now, Settings()) == week
+
+
+def test_names_reach_the_digest_without_control_or_bidirectional_characters() -> None:
+    tricky = "D\u202eevil\u202c Per\u0007son\u2066x\u2069"  # an override, a bell, an isolate
+    people = [p.model_copy(update={"name": tricky}) if p.id == "d" else p for p in PEOPLE]
+    view = DirectoryView(Settings())
+    for p in people:
+        view.put(p.id, p)
+    assert view.get("d") is not None and view.get("d").name == tricky  # kept as typed
+    d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT)
+    msg = render.message(d, "Rapport <r@x.io>", K)
+    parts = [render.preview(d, K), render.text(d, K), d.connections.action, *d.actions]
+    parts += [p.get_content() for p in msg.walk() if p.get_content_type().startswith("text/")]
+    for shown in parts:
+        assert not any(c in shown for c in "\u202e\u202c\u0007\u2066\u2069"), shown
+    assert "D evil Per son x" in render.text(d, K)
