@@ -28,6 +28,7 @@ SURVEY_RESPONSE = "rapport.feedback.survey_response.v1"
 SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
 SURVEY_ROUND = "rapport.feedback.survey_round.v1"
 ROUND_CLOSED = "rapport.feedback.round_closed.v1"
+ROUND_CLAIM = "rapport.feedback.round_claim.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
@@ -181,6 +182,17 @@ class SurveyRound(Event):
     state: Literal["open", "closed"]
     opened_at: datetime
     closed_at: datetime | None = None
+
+
+class RoundClaim(Event):
+    """A replica's claim to open a round (rounds topic, key ``survey_id#claim``): the log's
+    order decides between replicas, and a claim that won holds its place until ``until``
+    or until the round is opened."""
+
+    survey_id: Id
+    claim: str = Field(pattern=r"^[0-9a-f]{32}$")
+    at: datetime
+    until: datetime
 
 
 class RoundClosed(Event):

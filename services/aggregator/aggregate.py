@@ -19,6 +19,7 @@ from typing import Any
 from faust.types import Message
 
 from shared import topics
+from shared.codec import DLQ_REASON
 from shared.questions import Catalogue
 
 from . import service
@@ -31,6 +32,7 @@ from .transport import Store
 
 log = logging.getLogger(__name__)
 SEEN_CACHE_BUCKETS = 4096
+FIT_STEPS = 8  # parts a bucket over the record bound tries its facts in
 FACTS_DLQ = topics.dlq(topics.TEAM_FACTS)
 SURVEY_DLQ = topics.dlq(topics.SURVEY)
 
@@ -90,7 +92,12 @@ class Aggregate:
         self, key: str, partition: int, team_facts: list[service.TeamFact]
     ) -> list[Sent]:
         sent = []
-        bucket = service.apply(self.days.get(key), team_facts, self.seen_of(key))
+        old, seen = self.days.get(key), self.seen_of(key)
+        fresh = len(old["fresh"]) if old is not None else 0
+        bucket = service.apply(old, team_facts, seen)
+        if bucket is not None and len(service.to_json(bucket)) > service.MAX_RECORD_BYTES:
+            bucket, parked = self.fit(key, old, (bucket, fresh), team_facts, seen)
+            sent += self.park(key, parked)
         if bucket is not None:
             updates: list[tuple[str, Any]] = [(key, bucket)]
             sealed = service.seal(bucket)
@@ -104,6 +111,48 @@ class Aggregate:
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
         self.snapshots.changed(*service.split_key(key))
+        return sent
+
+    def fit(
+        self,
+        key: str,
+        old: service.Bucket | None,
+        applied: tuple[service.Bucket, int],
+        team_facts: list[service.TeamFact],
+        seen: set[int],
+    ) -> tuple[service.Bucket | None, list[service.TeamFact]]:
+        """A bucket over the record bound with ``team_facts``: undo them, absorb as many as
+        keep it under the bound (in order, an eighth at a time), and return it (``None``:
+        unchanged) with the facts that did not fit. Rare: an all-hands day of a large
+        team. Counting such a day whole is for a layout that splits a bucket."""
+        over, fresh_before = applied
+        service.unapply(over, team_facts, seen, fresh_before)
+        bucket, kept = old, 0
+        step = -(-len(team_facts) // FIT_STEPS)
+        for i in range(0, len(team_facts), step):
+            part = team_facts[i : i + step]
+            fresh = len(bucket["fresh"]) if bucket is not None else 0
+            trial = service.apply(bucket, part, seen)
+            if trial is not None and len(service.to_json(trial)) > service.MAX_RECORD_BYTES:
+                service.unapply(trial, part, seen, fresh)
+                break
+            bucket, kept = trial or bucket, i + len(part)
+        parked = [f for f in team_facts[kept:] if f.id not in seen]
+        log.error("team-days bucket %s would be over %d bytes: %d facts parked in %s",
+                  key, service.MAX_RECORD_BYTES, len(parked), FACTS_DLQ)  # fmt: skip
+        return (bucket if kept else None), parked
+
+    def park(self, key: str, team_facts: list[service.TeamFact]) -> list[Sent]:
+        """Facts that cannot be counted, to the facts DLQ with the reason, in records under
+        the bound: they are kept, counted in the DLQ metric, and every other bucket and
+        partition carries on."""
+        reason = (f"team-days bucket {key} would pass the {service.MAX_RECORD_BYTES}-byte "
+                  "record bound").encode()  # fmt: skip
+        sent: list[Sent] = []
+        for raw in service.dumps_within(team_facts):
+            self.out.metrics.dlq.labels(topics.TEAM_FACTS).inc()
+            batch = self.out.batches.add(FACTS_DLQ, 0, key.encode(), raw, [(DLQ_REASON, reason)])
+            sent.append(batch.acked)
         return sent
 
     async def apply_feedback(self, message: Message) -> list[Sent]:

@@ -30,7 +30,9 @@ from .metrics import AggregatorMetrics
 from .output import Output, Sent, headers_of
 from .transport import Store
 
-FACTS_PER_RECORD = 2000  # about 250 kB, well under the broker's 1 MB a record
+# About 250 kB at the usual size of a fact; facts with many long ids are split further,
+# to records under service.MAX_RECORD_BYTES.
+FACTS_PER_RECORD = 2000
 DLQ = topics.dlq(topics.RECOGNITION)
 
 
@@ -103,8 +105,10 @@ class FanOut:
         sent += await self.remember(first_seen, now)
         for partition, team_facts in by_partition.items():
             for i in range(0, len(team_facts), FACTS_PER_RECORD):
-                value = service.dumps(team_facts[i : i + FACTS_PER_RECORD])
-                sent.append(self.out.batches.add(topics.TEAM_FACTS, partition, None, value).acked)
+                for value in service.dumps_within(team_facts[i : i + FACTS_PER_RECORD]):
+                    sent.append(
+                        self.out.batches.add(topics.TEAM_FACTS, partition, None, value).acked
+                    )
         return sent, len(messages)
 
     def recognition_of(self, message: Message) -> tuple[CloudEvent, RecognitionGiven]:

@@ -85,5 +85,10 @@ class Output:
         """``message`` as it came, to the dead-letter topic ``dlq``, with the reason."""
         log.warning("record from %s sent to DLQ: %s", message.topic, reason)
         self.metrics.dlq.labels(message.topic).inc()
-        headers = [*headers_of(message), (DLQ_REASON, reason.encode())]
-        return await self.send(dlq, message.key, message.value, headers)
+        value = message.value
+        if len(value or b"") > service.MAX_RECORD_BYTES:  # near the broker's limit already
+            reason += (f" (its {len(value or b'')}-byte value left out: it is at "
+                       f"{message.topic}/{message.partition}/{message.offset})")  # fmt: skip
+            value = None
+        headers = [*headers_of(message), (DLQ_REASON, reason[:1000].encode())]
+        return await self.send(dlq, message.key, value, headers)

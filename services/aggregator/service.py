@@ -31,6 +31,10 @@ from shared.codec import format_time
 from shared.events import DayActivity, RecognitionGiven, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
+# Every record a worker writes itself stays under this (the broker's default limit is
+# 1 MB): a record the broker refuses would stop the worker on every try. The team
+# snapshot alone has a bound of its own (``publish.MAX_SNAPSHOT_BYTES``).
+MAX_RECORD_BYTES = 256 * 1024
 CHUNK = 512
 Bucket = dict[str, Any]
 Ids = array  # of "q": signed 64-bit, as every id here is (a 63-bit hash)
@@ -75,6 +79,16 @@ def dumps(facts: Iterable[TeamFact]) -> bytes:
         [[f.id, f.team_id, f.day, f.kind, f.person_id, f.values, f.cross_team, f.direction,
           f.recipients, f.hour] for f in facts]
     )  # fmt: skip
+
+
+def dumps_within(facts: Sequence[TeamFact], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
+    """``facts`` as records of at most ``limit`` bytes each: one, or halves until each
+    fits (a fact alone is a few kB at most: 20 recipients of 64-character ids)."""
+    raw = dumps(facts)
+    if len(raw) <= limit or len(facts) == 1:
+        return [raw]
+    half = len(facts) // 2
+    return dumps_within(facts[:half], limit) + dumps_within(facts[half:], limit)
 
 
 def loads(raw: bytes) -> list[TeamFact]:
@@ -195,6 +209,37 @@ def apply(bucket: Bucket | None, facts: Iterable[TeamFact], seen: set[int]) -> B
         if f.direction != "peer":
             a[f.direction] += 1
     return result if changed else None
+
+
+def unapply(bucket: Bucket, facts: Iterable[TeamFact], seen: set[int], fresh: int) -> None:
+    """Undo :func:`apply` of ``facts`` (those it absorbed: the ids it appended to the
+    bucket's ``fresh`` after its first ``fresh`` ids), so the bucket is as before."""
+    absorbed = set(bucket["fresh"][fresh:])
+    del bucket["fresh"][fresh:]
+    seen.difference_update(absorbed)
+    a = bucket["activity"]
+    for f in facts:
+        if f.id not in absorbed:
+            continue
+        absorbed.discard(f.id)  # a fact twice in ``facts`` was absorbed once
+        if f.kind == "given":
+            _less(a["given"], f.person_id)
+            for r in f.recipients:
+                _less(a["links"], f"{f.person_id}{PAIR}{r}")
+            _less(a["hours"], f"{f.person_id}{PAIR}{f.hour:02d}")
+            continue
+        _less(a["received"], f.person_id)
+        for v in f.values:
+            _less(a["values"], v)
+        a["cross_team"] -= f.cross_team
+        if f.direction != "peer":
+            a[f.direction] -= 1
+
+
+def _less(counts: dict[str, int], key: str) -> None:
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
 
 
 def seal(bucket: Bucket) -> tuple[int, Ids[int]] | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import Popen
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +20,7 @@ from services.feedback.rounds import MAX_OPEN_ROUNDS
 from services.recognition.api import create as create_recognition
 from shared import topics
 from shared.auth import ensure_dev_key
+from shared.broker import free_port, wait_for_port
 from shared.codec import decode
 from shared.settings import DEFAULT_DIMENSIONS, DEV_PSEUDONYM_KEY, Settings
 from tests.kafka_helpers import read_all
@@ -216,3 +219,41 @@ def test_a_writer_key_cannot_open_or_close_rounds_and_rounds_are_bounded(
         assert client.post("/v1/survey-rounds", json={"survey_id": f"r{n}"}).status_code == 202
     over = client.post("/v1/survey-rounds", json={"survey_id": "one-more"})
     assert over.status_code == 422 and "close one first" in over.json()["message"]
+
+
+def test_concurrent_opens_at_two_replicas_never_pass_the_limit_nor_reuse_an_id(
+    settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    for i, port in enumerate(ports):
+        spawn("feedback", log=tmp_path / f"feedback-{i}.log",
+              extra_env={"RAPPORT_FEEDBACK_PORT": str(port)})  # fmt: skip
+    for port in ports:
+        wait_for_port(port, timeout=60)
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+
+    async def open_all(ids: list[str]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            return await asyncio.gather(*(
+                http.post(f"http://127.0.0.1:{ports[n % 2]}/v1/survey-rounds",
+                          json={"survey_id": survey_id})
+                for n, survey_id in enumerate(ids)))  # fmt: skip
+
+    answers = asyncio.run(open_all([f"round-{n}" for n in range(2 * MAX_OPEN_ROUNDS)]))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [202] * MAX_OPEN_ROUNDS + [422] * MAX_OPEN_ROUNDS, statuses
+    refused = [a.json() for a in answers if a.status_code == 422]
+    assert all(r["errors"][0]["field"] == "survey_id" for r in refused)
+    assert all("close one first" in r["message"] for r in refused), refused
+    for port in ports:  # both replicas see exactly the rounds that were answered 202
+        listed = httpx.get(f"http://127.0.0.1:{port}/v1/survey-rounds").json()
+        assert sorted(r["survey_id"] for r in listed) == sorted(
+            a.json()["survey_id"] for a in answers if a.status_code == 202
+        )
+    # A place free again, and one id asked for at once at both replicas: one round.
+    first = next(a.json()["survey_id"] for a in answers if a.status_code == 202)
+    close = httpx.post(f"http://127.0.0.1:{ports[0]}/v1/survey-rounds/{first}/close",
+                       headers=headers)  # fmt: skip
+    assert close.status_code == 202
+    same = asyncio.run(open_all(["close-call", "close-call"]))
+    assert sorted(a.status_code for a in same) == [202, 422], [a.text for a in same]

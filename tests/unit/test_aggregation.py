@@ -156,3 +156,36 @@ def test_a_bucket_keeps_links_flat_and_the_snapshot_nests_them() -> None:
     assert day["2026-11-20"].hours == {"lead": {"23": 2}, "bob": {"23": 1}}
     assert day["2026-11-19"].links == {"lead": {"ann": 6}}
     assert day["2026-11-19"].hours == {"lead": {"22": 6}}
+
+
+def test_unapply_gives_back_the_bucket_as_it_was() -> None:
+    def facts(n: int, start: int) -> list[service.TeamFact]:
+        out = []
+        for i in range(start, start + n):
+            out.append(service.TeamFact(i, "t", "2026-11-10", "given", f"g{i % 3}",
+                                        recipients=[f"r{i % 4}", "r9"], hour=i % 24))  # fmt: skip
+            direction = ("peer", "upward")[i % 2]
+            out.append(service.TeamFact(10_000 + i, "t", "2026-11-10", "received", f"r{i % 4}",
+                                        ("growth",), i % 2 == 0, direction))  # fmt: skip
+        return out
+
+    seen: set[int] = set()
+    bucket = service.apply(None, facts(5, 0), seen)
+    assert bucket is not None
+    before, seen_before = orjson.loads(service.to_json(bucket)), set(seen)
+    more = facts(4, 3)  # two already absorbed, and one twice
+    more.append(more[-1])
+    fresh = len(bucket["fresh"])
+    assert service.apply(bucket, more, seen) is bucket
+    assert orjson.loads(service.to_json(bucket)) != before
+    service.unapply(bucket, more, seen, fresh)
+    assert orjson.loads(service.to_json(bucket)) == before and seen == seen_before
+
+
+def test_facts_are_written_in_records_under_the_bound() -> None:
+    long = "p" * 64
+    given = service.TeamFact(1, "t" * 64, "2026-11-10", "given", long,
+                             recipients=[f"{long[:-2]}{i:02}" for i in range(20)])  # fmt: skip
+    records = service.dumps_within([given] * 2000, limit=256 * 1024)
+    assert len(records) > 1 and all(len(r) <= 256 * 1024 for r in records)
+    assert sum(len(service.loads(r)) for r in records) == 2000
