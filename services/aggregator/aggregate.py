@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from typing import Any
 
 from faust.types import Message
 
@@ -95,19 +94,23 @@ class Aggregate:
         old, seen = self.days.get(key), self.seen_of(key)
         fresh = len(old["fresh"]) if old is not None else 0
         bucket = service.apply(old, team_facts, seen)
-        if bucket is not None and len(service.to_json(bucket)) > service.MAX_RECORD_BYTES:
+        # Serialized once, to be measured and written; again only after a change.
+        raw = service.to_json(bucket) if bucket is not None else None
+        if bucket is not None and raw is not None and len(raw) > service.MAX_RECORD_BYTES:
             bucket, parked = self.fit(key, old, (bucket, fresh), team_facts, seen)
             sent += self.park(key, parked)
+            raw = None
         if bucket is not None:
-            updates: list[tuple[str, Any]] = [(key, bucket)]
             sealed = service.seal(bucket)
             if sealed is not None:
+                raw = None
                 # First: a partition keeps its order, so the chunk is on the log
                 # before the bucket that counts it (see service.seal).
-                updates.insert(0, (service.chunk_key(key, sealed[0]), sealed[1]))
-            for k, value in updates:
-                self.days[k] = value
-                sent.append(self.out.changelog(self.days, k, value, partition))
+                chunk = service.chunk_key(key, sealed[0])
+                self.days[chunk] = sealed[1]
+                sent.append(self.out.changelog(self.days, chunk, sealed[1], partition))
+            self.days[key] = bucket
+            sent.append(self.out.changelog(self.days, key, bucket, partition, raw))
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
         self.snapshots.changed(*service.split_key(key))

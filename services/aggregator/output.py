@@ -53,13 +53,17 @@ class Output:
         self.metrics = metrics
         self.batches = Batches(lambda: transport.kafka_producer(app))
 
-    def changelog(self, store: Store, key: str, value: Any, partition: int) -> Sent:
+    def changelog(
+        self, store: Store, key: str, value: Any, partition: int, raw: bytes | None = None
+    ) -> Sent:
         """``key``'s new ``value`` in ``store`` (None: deleted) to the table's changelog, on
         the partition of the record that changed it: stream, table and changelog stay
-        co-partitioned. JSON, as the table reads it back (``service.to_json``)."""
+        co-partitioned. JSON, as the table reads it back (``service.to_json``; ``raw``
+        if the caller has it already)."""
         store.written(key, partition)
         topic = store.table.changelog_topic.get_topic_name()
-        raw = service.to_json(value) if value is not None else None
+        if raw is None and value is not None:
+            raw = service.to_json(value)
         batch = self.batches.add(topic, partition, service.to_json(key), raw)
         if batch.records == 1:  # once acknowledged, its last offset is the table's
             tp = TP(topic, partition)
