@@ -105,7 +105,7 @@ def test_an_all_hands_day_never_stops_the_worker_and_other_teams_stay_fresh(
                        "message": "meanwhile", "values": ["growth"]}])  # fmt: skip
                 return await snapshots.first_of("other", timeout_s=30) - posted
 
-        time.sleep(1)  # the all-hands facts reach the worker's tables
+        wait_until(lambda: parked_facts(settings), timeout=60)  # the worker is at the bound
         fresh_in = asyncio.run(other_team_freshness())
 
     pairs = len(ALL_HANDS) * (len(ALL_HANDS) - 1)
