@@ -31,7 +31,12 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 
-test: lint system-deps
+# Mailpit, the mail server tests send digests through, built from its Go module (needs go).
+MAILPIT_VERSION := v1.33.1
+$(BIN)/mailpit: $(STAMP)
+	GOBIN=$(abspath $(BIN)) go install github.com/axllent/mailpit@$(MAILPIT_VERSION)
+
+test: lint system-deps $(BIN)/mailpit
 	$(BIN)/pytest -q
 
 # Not part of `make test`: figures on this machine, into docs/BENCHMARKS.md and docs/benchmarks.json.

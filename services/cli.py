@@ -270,7 +270,7 @@ def run(
     _logging()
     settings = Settings()
     try:
-        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host", "slack")
+        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host", "slack", "digest_links")
         ApiKeys.from_settings(settings)  # and every key long enough
     except UnsafeSettings as exc:
         raise _refuse(exc) from None

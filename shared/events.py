@@ -30,6 +30,7 @@ SURVEY_ROUND = "rapport.feedback.survey_round.v1"
 ROUND_CLOSED = "rapport.feedback.round_closed.v1"
 ROUND_CLAIM = "rapport.feedback.round_claim.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
+DIGEST_SUBSCRIPTION = "rapport.digest.subscription.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 MAX_RECIPIENTS = 20
@@ -299,3 +300,11 @@ class DigestDelivery(Event):
     until: datetime | None = None  # a claim's lease
     message_id: str | None = None
     reason: str | None = None
+
+
+class DigestSubscription(Event):
+    """Whether a manager receives the weekly digest: they stop it from a link in the mail
+    (one click, RFC 8058) and start it again from the page that link opens."""
+
+    manager_id: Id
+    subscribed: bool

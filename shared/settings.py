@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ DEFAULT_DIMENSIONS = (
     "wellbeing",
 )
 DEV_PSEUDONYM_KEY = "rapport-dev-pseudonym-key"
+DEV_LINK_KEY = "rapport-dev-digest-link-key"
 MIN_SECRET_LENGTH = 32  # API keys and the pseudonym key, outside development
 
 
@@ -146,6 +148,24 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     mail_from: str = "Rapport <rapport@localhost>"
+    mail_domain: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+        description="Fully qualified domain of each digest's Message-ID; unset = the domain "
+        "of RAPPORT_MAIL_FROM.",
+    )
+    digest_public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Where managers' mail clients reach the digest service (the one-click "
+        "unsubscribe link in each digest); required outside development, where unset = "
+        "http://127.0.0.1:RAPPORT_DIGEST_PORT.",
+    )
+    digest_link_key: SecretStr = Field(
+        default=SecretStr(DEV_LINK_KEY),
+        description="HMAC key that signs each manager's unsubscribe link; required (at least "
+        "32 characters) outside development.",
+    )
     digest_weekday: int = Field(default=1, ge=1, le=7, description="ISO weekday: 1 = Monday.")
     digest_hour: int = Field(default=9, ge=0, le=23, description="Local hour of the manager.")
     digest_check_s: float = Field(
@@ -237,7 +257,8 @@ class Settings(BaseSettings):
         return self.environment == "development"
 
     def check_secrets(
-        self, *names: Literal["api_keys", "pseudonym_key", "smtp_host", "slack"]
+        self,
+        *names: Literal["api_keys", "pseudonym_key", "smtp_host", "slack", "digest_links"],
     ) -> None:
         """Outside development, raise :class:`UnsafeSettings` naming each missing secret."""
         if self.development:
@@ -258,8 +279,30 @@ class Settings(BaseSettings):
                          if getattr(self, f"slack_{n}_id") is None]  # fmt: skip
         if "smtp_host" in names and self.smtp_host is None:
             problems.append("RAPPORT_SMTP_HOST is not set (the SMTP server for digests)")
+        if "digest_links" in names:
+            link_key = self.digest_link_key.get_secret_value()
+            if link_key == DEV_LINK_KEY or len(link_key) < MIN_SECRET_LENGTH:
+                problems.append(f"RAPPORT_DIGEST_LINK_KEY must be a secret of at least "
+                                f"{MIN_SECRET_LENGTH} characters (it signs unsubscribe "
+                                "links)")  # fmt: skip
+            if self.digest_public_url is None:
+                problems.append("RAPPORT_DIGEST_PUBLIC_URL is not set (where mail clients "
+                                "reach the digest service to unsubscribe)")  # fmt: skip
         if problems:
             raise UnsafeSettings(problems)
+
+    @property
+    def digest_url(self) -> str:
+        """The digest service's address as mail clients reach it, without a final slash."""
+        url = self.digest_public_url or f"http://127.0.0.1:{self.digest_port}"
+        return url.rstrip("/")
+
+    @property
+    def message_id_domain(self) -> str:
+        """The domain of Message-IDs: ``mail_domain``, else the sender's."""
+        if self.mail_domain is not None:
+            return self.mail_domain
+        return getaddresses([self.mail_from])[0][1].rpartition("@")[2] or "localhost"
 
     @property
     def bootstrap_servers(self) -> str:

@@ -22,6 +22,8 @@ ROUNDS = "rapport.feedback.rounds.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
 # Digest deliveries per (manager, ISO week): claims and outcomes, so each is sent once.
 DIGEST_LOG = "rapport.digest.deliveries.v1"
+# Whether each manager receives the digest (key = manager id), as they last said.
+DIGEST_SUBSCRIPTIONS = "rapport.digest.subscriptions.v1"
 # Internal: recognitions fanned out per team, keyed by team id (aggregator stage 2 input).
 TEAM_FACTS = "rapport.aggregator.team-facts.v1"
 # Internal: recognitions that were not on their event's partition, moved there.
@@ -91,6 +93,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(ROUNDS, 1, compact),
         TopicSpec(SNAPSHOTS, 4, compact),
         TopicSpec(DIGEST_LOG, 4, compact),
+        TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),
     ]
 
 

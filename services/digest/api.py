@@ -13,9 +13,10 @@ from time import monotonic
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from shared import connections as cx
 from shared.auth import ApiKeys, Client, Require
@@ -28,14 +29,19 @@ from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app, errors
 
-from . import mail, render, service
+from . import mail, render, service, subscriptions
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
+from .subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 AdminDep = Annotated[Client, Depends(Require("digest:admin"))]
 Week = Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$", examples=["2026-W47"])]
 GRAPH_TTL_S = 10.0
 router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
+# The links in each digest: the token in the link is the manager's only credential.
+links = APIRouter(prefix="/v1/digests", responses=errors(403, 422, 503))
+ManagerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
+LinkToken = Annotated[str, Query(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class RunResult(BaseModel):
@@ -51,6 +57,7 @@ class Digests:
         self.smtp = smtp
         self.directory = DirectoryView(settings)
         self.snapshots = SnapshotView(settings)
+        self.subscriptions = Subscriptions(settings)
         self.deliverer = deliverer
         self.questions = catalogue(settings)
         self._graphs: dict[tuple[date, int], tuple[float, cx.Graph]] = {}
@@ -62,6 +69,7 @@ class Digests:
         without a broker."""
         await self.directory.sync()
         await self.snapshots.sync()
+        await self.subscriptions.sync()
 
     def build(self, manager_id: str, week: str) -> service.Digest:
         return service.build(
@@ -80,9 +88,11 @@ class Digests:
         return self._graphs[(last_day, days)][1]
 
     async def send(self, manager: Person, week: str, *, retry_failed: bool) -> Outcome:
+        if not self.subscriptions.subscribed(manager.id):
+            return Outcome.UNSUBSCRIBED
+
         def message() -> EmailMessage:
-            d = self.build(manager.id, week)
-            return render.message(d, self.settings.mail_from, self.settings.anonymity_k)
+            return render.message(self.build(manager.id, week), self.settings)
 
         return await self.deliverer.deliver(manager.id, week, message, retry_failed=retry_failed)
 
@@ -140,7 +150,7 @@ async def preview(
         d = digests.build(manager_id, label)
     except service.NotAManager as exc:
         raise NotFound(str(exc)) from None
-    return HTMLResponse(render.preview(d, digests.settings.anonymity_k))
+    return HTMLResponse(render.preview(d, digests.settings))
 
 
 @router.post("/run", response_model=RunResult)
@@ -153,6 +163,55 @@ async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
         m.id: await digests.send(m, label, retry_failed=True) for m in digests.directory.managers()
     }
     return RunResult(week=label, outcomes=outcomes)
+
+
+def _page(settings: Settings, manager_id: str, subscribed: bool, changed: bool) -> HTMLResponse:
+    return HTMLResponse(render.subscription_page(
+        subscribed, changed, unsubscribe=subscriptions.url(settings, manager_id),
+        subscribe=subscriptions.url(settings, manager_id, "subscribe"),
+    ))  # fmt: skip
+
+
+def _checked(digests: Digests, manager_id: str, token: str) -> None:
+    if not subscriptions.valid(digests.settings, manager_id, token):
+        raise HTTPException(403, "this link is not valid: use the one in your latest digest")
+
+
+@links.get("/unsubscribe/{manager_id}", response_class=HTMLResponse)
+async def subscription(
+    manager_id: ManagerId, token: LinkToken, digests: DigestsDep
+) -> HTMLResponse:
+    """The page a digest's unsubscribe link opens: the manager's choice and a button.
+    Changes nothing (mail scanners follow links)."""
+    _checked(digests, manager_id, token)
+    await digests.subscriptions.sync()
+    return _page(digests.settings, manager_id, digests.subscriptions.subscribed(manager_id), False)
+
+
+async def _choose(
+    request: Request, digests: Digests, manager_id: str, token: str, subscribed: bool
+) -> HTMLResponse:
+    _checked(digests, manager_id, token)
+    await subscriptions.record(request.app.state.publisher, manager_id, subscribed)
+    log.info("manager %s %s the digest", manager_id, "started" if subscribed else "stopped")
+    return _page(digests.settings, manager_id, subscribed, True)
+
+
+@links.post("/unsubscribe/{manager_id}", response_class=HTMLResponse)
+async def unsubscribe(
+    request: Request, manager_id: ManagerId, token: LinkToken, digests: DigestsDep
+) -> HTMLResponse:
+    """Stop the manager's digest (RFC 8058 one-click: the body is not needed), until they
+    start it again. Answered once the broker acknowledged."""
+    return await _choose(request, digests, manager_id, token, subscribed=False)
+
+
+@links.post("/subscribe/{manager_id}", response_class=HTMLResponse)
+async def subscribe(
+    request: Request, manager_id: ManagerId, token: LinkToken, digests: DigestsDep
+) -> HTMLResponse:
+    """Start the manager's digest again."""
+    return await _choose(request, digests, manager_id, token, subscribed=True)
 
 
 async def send_due(digests: Digests) -> None:
@@ -183,7 +242,7 @@ async def _schedule(digests: Digests, metrics: DigestMetrics) -> None:
 def create(settings: Settings | None = None) -> FastAPI:
     """Build the digest service app, with the weekly schedule running inside it."""
     settings = settings or Settings()
-    settings.check_secrets("api_keys", "smtp_host")
+    settings.check_secrets("api_keys", "smtp_host", "digest_links")
     api_keys = ApiKeys.from_settings(settings)
     host = mail.smtp_host(settings)
 
@@ -201,6 +260,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         await digests.directory.start()
         await digests.snapshots.start(wait=False)  # digests wait for it (caught_up)
+        await digests.subscriptions.start()
         await deliveries.start()
         schedule = asyncio.create_task(_schedule(digests, metrics), name="digest-schedule")
         app.state.publisher = publisher
@@ -210,7 +270,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             schedule.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await schedule
-            for view in (deliveries, digests.snapshots, digests.directory):
+            for view in (deliveries, digests.subscriptions, digests.snapshots, digests.directory):
                 await view.stop()
             await publisher.stop()
             if sink is not None:
@@ -222,4 +282,5 @@ def create(settings: Settings | None = None) -> FastAPI:
 
     app = create_app("Rapport digest service", lifespan, ready)
     app.include_router(router)
+    app.include_router(links)
     return app

@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     ALREADY_SENT = "already_sent"
     BUSY = "busy"  # another replica holds a live claim
     FAILED = "failed"
+    UNSUBSCRIBED = "unsubscribed"  # the manager stopped the digest
 
 
 class DeliveryLog(TopicView):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 
 import matplotlib
 
@@ -20,8 +21,10 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from shared.events import Person
+from shared.settings import Settings
 from shared.text import display_name
 
+from . import subscriptions
 from .service import UNRECOGNIZED_DAYS, Digest
 
 MISSING = "\u2013"  # an en dash where a figure is not available
@@ -60,9 +63,17 @@ _env.filters.update(
 )
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 recognition``, ``2 recognitions``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+_env.filters["count"] = _count
+
+
 def subject(d: Digest) -> str:
     trust = f", trust {d.trust.index:.0f}" if d.trust else ""
-    return f"{d.team_id}, {d.week}: {d.received} recognitions{trust}"
+    return f"{d.team_id}, {d.week}: {_count(d.received, 'recognition')}{trust}"
 
 
 def chart(d: Digest) -> bytes:
@@ -91,19 +102,31 @@ def chart(d: Digest) -> bytes:
         plt.close(fig)
 
 
-def html(d: Digest, chart_src: str, k: int) -> str:
+def html(d: Digest, chart_src: str, settings: Settings) -> str:
     return _env.get_template("digest.html.j2").render(
-        d=d, subject=subject(d), chart_src=chart_src, k=k, unrecognized_days=UNRECOGNIZED_DAYS
-    )
+        d=d, subject=subject(d), chart_src=chart_src, k=settings.anonymity_k,
+        unrecognized_days=UNRECOGNIZED_DAYS,
+        unsubscribe=subscriptions.url(settings, d.manager.id),
+    )  # fmt: skip
 
 
-def text(d: Digest, k: int) -> str:
-    return _env.get_template("digest.txt.j2").render(d=d, k=k, unrecognized_days=UNRECOGNIZED_DAYS)
+def text(d: Digest, settings: Settings) -> str:
+    return _env.get_template("digest.txt.j2").render(
+        d=d, k=settings.anonymity_k, unrecognized_days=UNRECOGNIZED_DAYS,
+        unsubscribe=subscriptions.url(settings, d.manager.id),
+    )  # fmt: skip
 
 
-def preview(d: Digest, k: int) -> str:
+def preview(d: Digest, settings: Settings) -> str:
     """The HTML part exactly as sent, with the chart inlined for a browser."""
-    return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), k)
+    return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), settings)
+
+
+def subscription_page(subscribed: bool, changed: bool, *, unsubscribe: str, subscribe: str) -> str:
+    """The page behind a digest's unsubscribe link."""
+    return _env.get_template("subscription.html.j2").render(
+        subscribed=subscribed, changed=changed, unsubscribe=unsubscribe, subscribe=subscribe
+    )
 
 
 def recipient(person: Person) -> Address:
@@ -113,19 +136,27 @@ def recipient(person: Person) -> Address:
     return Address(display_name=display_name(person.name), addr_spec=person.email)
 
 
-def message(d: Digest, sender: str, k: int) -> EmailMessage:
+def message(d: Digest, settings: Settings) -> EmailMessage:
     """The e-mail: plain text, then HTML with the chart as a related inline image."""
+    domain = settings.message_id_domain
     msg = EmailMessage()
     msg["Subject"] = subject(d)
-    msg["From"] = sender
+    msg["From"] = settings.mail_from
     msg["To"] = recipient(d.manager)
-    msg["Date"] = formatdate(localtime=False)
+    msg["Date"] = format_datetime(datetime.now(UTC))  # "+0000": the zone is known
     # Stable per (manager, week): a mail system that sees it twice can tell.
-    msg["Message-ID"] = f"<digest.{d.week}.{d.manager.id}@rapport>"
-    msg.set_content(text(d, k))
-    cid = make_msgid(domain="rapport")
-    msg.add_alternative(html(d, f"cid:{cid[1:-1]}", k), subtype="html")
+    msg["Message-ID"] = f"<digest.{d.week}.{d.manager.id}@{domain}>"
+    # Recurring mail a program sends (RFC 3834), that its reader can stop in one click
+    # (RFC 2369, RFC 8058).
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["List-Id"] = f"Rapport weekly digest <digest.{domain}>"
+    msg["List-Unsubscribe"] = f"<{subscriptions.url(settings, d.manager.id)}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(text(d, settings))
+    cid = make_msgid(domain=domain)
+    msg.add_alternative(html(d, f"cid:{cid[1:-1]}", settings), subtype="html")
     [_, html_part] = msg.iter_parts()
     assert isinstance(html_part, EmailMessage)
-    html_part.add_related(chart(d), maintype="image", subtype="png", cid=cid, filename="trend.png")
+    html_part.add_related(chart(d), maintype="image", subtype="png", cid=cid,
+                          disposition="inline", filename="trend.png")  # fmt: skip
     return msg

@@ -15,7 +15,7 @@ from shared.apache_kafka import KAFKA_VERSION, broker_settings
 from tests.conftest import ROOT
 
 SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_PSEUDONYM_KEY": "k" * 32,
-           "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
+           "RAPPORT_DIGEST_LINK_KEY": "l" * 32, "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

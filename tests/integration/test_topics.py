@@ -35,6 +35,7 @@ EXPECTED = {
     topics.ROUNDS: ("compact", None),
     topics.SNAPSHOTS: ("compact", None),
     topics.DIGEST_LOG: ("compact", None),
+    topics.DIGEST_SUBSCRIPTIONS: ("compact", None),
 }
 
 

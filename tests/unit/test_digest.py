@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -9,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from services.aggregator import trust as agg
-from services.digest import render
+from services.digest import render, subscriptions
 from services.digest.api import due_week
 from services.digest.service import Digest, NotAManager, build
 from shared import connections as cx
@@ -20,6 +21,7 @@ from shared.questions import DEFAULT
 from shared.settings import DEFAULT_DIMENSIONS, Settings
 
 K = 5
+SETTINGS = Settings(anonymity_k=K, mail_from="Rapport <r@mail.x.io>")
 TUESDAY = datetime(2026, 11, 10, 10, tzinfo=UTC)  # in 2026-W46
 PEOPLE = [
     Person(id="lee", name="Lee Lead", email="lee@x.io", team_id="alpha"),
@@ -110,7 +112,7 @@ def test_trust_figures_suggestions_and_the_below_k_team() -> None:
     assert d.actions[2].startswith("Recognize C Person, D Person, E Person and 1 more")
     beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT)
     assert beta.team_id == "beta" and beta.trust is None
-    text = render.text(beta, K)
+    text = render.text(beta, SETTINGS)
     assert "Not enough survey answers yet" in text and "Trust index" not in text
 
 
@@ -122,7 +124,7 @@ def test_connections_name_only_the_managers_own_people() -> None:
     assert [p.id for p in c.isolated] == ["d", "e", "x"]
     assert [p.id for p in c.not_recognized] == ["a", "b", "d", "e", "x"]  # lee thanked c
     assert c.action.startswith("Check in with D Person, E Person, Xi Beta: nobody")
-    text = render.text(digest(), K)
+    text = render.text(digest(), SETTINGS)
     assert "Teams exchanged recognition with: 1 (a week before: 1)" in text
     assert "Neither gave nor received any recognition: D Person, E Person, Xi Beta." in text
     beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT).connections
@@ -142,24 +144,46 @@ def test_only_managers_get_a_digest() -> None:
 
 def test_the_email_has_text_html_and_the_chart_inline() -> None:
     d = digest()
-    msg = render.message(d, "Rapport <r@x.io>", K)
+    msg = render.message(d, SETTINGS)
     assert msg["To"] == "Lee Lead <lee@x.io>"
-    assert msg["Message-ID"] == "<digest.2026-W46.lee@rapport>"
+    assert msg["Message-ID"] == "<digest.2026-W46.lee@mail.x.io>"  # RAPPORT_MAIL_FROM's domain
     assert msg["Subject"] == "alpha, 2026-W46: 3 recognitions, trust 86"
+    assert str(msg["Date"]).endswith("+0000")  # a known zone; "-0000" says it is unknown
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = subscriptions.url(SETTINGS, "lee")
+    assert msg["List-Unsubscribe"] == f"<{link}>"
+    assert link.startswith("http://127.0.0.1:8004/v1/digests/unsubscribe/lee?token=")
+    assert link != subscriptions.url(SETTINGS, "lea")  # each manager's own
     plain = msg.get_body(("plain",))
     html = msg.get_body(("html",))
     assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)
     assert "Recognitions received: 3" in plain.get_content()
     [image] = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert image.get_content_disposition() == "inline"  # shown in the page, not listed
     cid = str(image["Content-ID"]).strip("<>")
+    assert cid.endswith("@mail.x.io")
     assert f'src="cid:{cid}"' in html.get_content()
     assert image.get_content()[:8] == b"\x89PNG\r\n\x1a\n"
     # The preview is the same HTML, with the chart inlined for a browser.
-    preview = render.preview(d, K)
+    preview = render.preview(d, SETTINGS)
     assert (
         re.sub(r'src="data:image/png;base64,[^"]+"', "SRC", preview).strip()
         == re.sub(r'src="cid:[^"]+"', "SRC", html.get_content()).strip()
     )
+
+
+def test_one_recognition_is_one_recognition() -> None:
+    d = dataclasses.replace(digest(), received=1, trust=None)
+    assert render.subject(d) == "alpha, 2026-W46: 1 recognition"
+    assert render.subject(dataclasses.replace(d, received=0)) == "alpha, 2026-W46: 0 recognitions"
+
+
+def test_the_message_id_domain_comes_from_its_setting() -> None:
+    s = Settings(mail_from="Rapport <r@x.io>", mail_domain="digest.example.org")
+    assert str(render.message(digest(), s)["Message-ID"]).endswith("@digest.example.org>")
+    with pytest.raises(ValueError, match="mail_domain"):
+        Settings(mail_domain="no domain")
 
 
 @pytest.mark.parametrize(
@@ -186,9 +210,10 @@ def test_names_reach_the_digest_without_control_or_bidirectional_characters() ->
         view.put(p.id, p)
     assert view.get("d") is not None and view.get("d").name == tricky  # kept as typed
     d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT)
-    msg = render.message(d, "Rapport <r@x.io>", K)
-    parts = [render.preview(d, K), render.text(d, K), d.connections.action, *d.actions]
+    msg = render.message(d, SETTINGS)
+    parts = [render.preview(d, SETTINGS), render.text(d, SETTINGS), d.connections.action]
+    parts += d.actions
     parts += [p.get_content() for p in msg.walk() if p.get_content_type().startswith("text/")]
     for shown in parts:
         assert not any(c in shown for c in "\u202e\u202c\u0007\u2066\u2069"), shown
-    assert "D evil Per son x" in render.text(d, K)
+    assert "D evil Per son x" in render.text(d, SETTINGS)
