@@ -5,6 +5,7 @@ rapport.recognition.v1 --fan_out--> rapport.aggregator.team-facts.v1          (f
 rapport.feedback.survey.v1 --forward--> team-facts                            (forward.py)
 team-facts --aggregate--> tables team-days, team-trust                      (aggregate.py)
 tables --every 0.2 s--> rapport.metrics.snapshots.v1                       (publish.py)
+the group's committed offsets --every 5 s--> committed lag by stage            (lag.py)
 
 Each stage runs a batch at a time (batches.py) and writes through output.py; every
 reach into faust's or aiokafka's internals is in transport.py. This module wires them.
@@ -19,6 +20,7 @@ import tempfile
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.types import Message
 from prometheus_client import CollectorRegistry
 
@@ -27,7 +29,7 @@ from shared.directory import Roster
 from shared.questions import catalogue
 from shared.settings import Settings
 
-from . import once, service, transport
+from . import lag, once, service, transport
 from .aggregate import Aggregate
 from .batches import Gate, in_batches
 from .fan_out import FanOut
@@ -118,6 +120,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 return  # these partitions republishes every team it takes over
             log.exception("publishing snapshots failed; exiting so that they are rebuilt")
             os._exit(1)
+
+    @app.task  # type: ignore[untyped-decorator]  # as above
+    async def committed_lag() -> None:
+        def assigned() -> list[TopicPartition]:
+            return [TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+
+        await lag.run(settings, assigned, metrics.committed_lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as below
     async def finish_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -24,8 +24,19 @@ class AggregatorMetrics:
         )
         self.consumer_lag = Gauge(
             "rapport_aggregator_consumer_lag",
-            "Records on this worker's partitions not processed yet, by stage "
-            "(as of its last batch).",
+            "Fetched lag: records on this worker's partitions after the last one its batches "
+            "processed, up to the log end its last fetch saw, by stage. How far processing "
+            "is behind fetching; what the group has committed is "
+            "rapport_aggregator_committed_lag.",
+            ["stage"],
+            registry=registry,
+        )
+        self.committed_lag = Gauge(
+            "rapport_aggregator_committed_lag",
+            "Committed lag: records on this worker's partitions between the group's "
+            "committed offset and the log end, by stage, asked of the broker every 5 s: "
+            "what kafka-consumer-groups and outside lag monitors show, and what a restart "
+            "reads again. Alerts watch this one.",
             ["stage"],
             registry=registry,
         )

@@ -40,6 +40,7 @@ GRAPH_TTL_S = 10.0
 router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
 # The links in each digest: the token in the link is the manager's only credential.
 links = APIRouter(prefix="/v1/digests", responses=errors(403, 422, 503))
+PAGE = {200: {"content": {"text/html": {}}, "description": "A page with the manager's choice"}}
 ManagerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 LinkToken = Annotated[str, Query(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -177,7 +178,7 @@ def _checked(digests: Digests, manager_id: str, token: str) -> None:
         raise HTTPException(403, "this link is not valid: use the one in your latest digest")
 
 
-@links.get("/unsubscribe/{manager_id}", response_class=HTMLResponse)
+@links.get("/unsubscribe/{manager_id}", responses=PAGE)
 async def subscription(
     manager_id: ManagerId, token: LinkToken, digests: DigestsDep
 ) -> HTMLResponse:
@@ -197,7 +198,7 @@ async def _choose(
     return _page(digests.settings, manager_id, subscribed, True)
 
 
-@links.post("/unsubscribe/{manager_id}", response_class=HTMLResponse)
+@links.post("/unsubscribe/{manager_id}", responses=PAGE)
 async def unsubscribe(
     request: Request, manager_id: ManagerId, token: LinkToken, digests: DigestsDep
 ) -> HTMLResponse:
@@ -206,7 +207,7 @@ async def unsubscribe(
     return await _choose(request, digests, manager_id, token, subscribed=False)
 
 
-@links.post("/subscribe/{manager_id}", response_class=HTMLResponse)
+@links.post("/subscribe/{manager_id}", responses=PAGE)
 async def subscribe(
     request: Request, manager_id: ManagerId, token: LinkToken, digests: DigestsDep
 ) -> HTMLResponse:

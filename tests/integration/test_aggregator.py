@@ -96,6 +96,13 @@ def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(
     assert ops["rapport_aggregator_event_time_lag_seconds_count"] >= 3
     assert 'rapport_aggregator_consumer_lag{stage="fan_out"}' in ops
 
+    def all_committed() -> bool:  # measured every 5 s from the group's commits
+        ops = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        return all(ops.get(f'rapport_aggregator_committed_lag{{stage="{stage}"}}') == 0
+                   for stage in ("fan_out", "forward", "aggregate"))  # fmt: skip
+
+    wait_until(all_committed, timeout=30)
+
 
 def test_the_same_event_id_counts_once_whatever_else_its_records_say(
     settings: Settings, spawn: Callable[..., Popen[bytes]], tmp_path: Path

@@ -38,8 +38,15 @@ def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
     [
         (create_recognition, ["RAPPORT_API_KEYS"]),
         (create_feedback, ["RAPPORT_API_KEYS", "RAPPORT_PSEUDONYM_KEY"]),
-        (create_digest, ["RAPPORT_API_KEYS", "RAPPORT_SMTP_HOST", "RAPPORT_DIGEST_LINK_KEY",
-                         "RAPPORT_DIGEST_PUBLIC_URL"]),
+        (
+            create_digest,
+            [
+                "RAPPORT_API_KEYS",
+                "RAPPORT_SMTP_HOST",
+                "RAPPORT_DIGEST_LINK_KEY",
+                "RAPPORT_DIGEST_PUBLIC_URL",
+            ],
+        ),
     ],
 )
 def test_each_service_names_every_missing_secret(
@@ -88,8 +95,13 @@ def test_rapport_run_outside_development_names_each_secret_and_starts_nothing(
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout
-    for name in ("RAPPORT_API_KEYS", "RAPPORT_PSEUDONYM_KEY", "RAPPORT_SMTP_HOST",
-                 "RAPPORT_DIGEST_LINK_KEY", "RAPPORT_DIGEST_PUBLIC_URL"):
+    for name in (
+        "RAPPORT_API_KEYS",
+        "RAPPORT_PSEUDONYM_KEY",
+        "RAPPORT_SMTP_HOST",
+        "RAPPORT_DIGEST_LINK_KEY",
+        "RAPPORT_DIGEST_PUBLIC_URL",
+    ):
         assert name in done.stderr
     assert "starting embedded broker" not in done.stdout
     assert not (tmp_path / "dev-api-key").exists()
