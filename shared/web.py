@@ -21,8 +21,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -466,10 +467,13 @@ def create_app(
         "/metrics",
         tags=["ops"],
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
-    )
-    async def metrics_endpoint() -> Response:
-        """Expose metrics in the Prometheus text format."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}, OPENMETRICS: {}},
+                         "description": "Prometheus text, or OpenMetrics when asked"}},
+    )  # fmt: skip
+    async def metrics_endpoint(request: Request) -> Response:
+        """Expose metrics in the Prometheus text format, or in OpenMetrics when the
+        scraper's Accept header asks for it (as the aggregator's server does)."""
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), media_type=media_type)
 
     return app

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from services.feedback.api import create as create_feedback
 from services.feedback.service import pseudonym
@@ -34,6 +35,7 @@ from tests.conftest import wait_until
 from tests.e2e.test_stack import parse
 from tests.kafka_helpers import produce, read_all
 
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 K = 5
 PARTITIONS = 4  # RAPPORT_TOPIC_PARTITIONS in tests: a close marker on each
 MEMBERS = [f"m{i:02d}" for i in range(12)]
@@ -208,6 +210,21 @@ def test_figures_move_by_whole_rounds_and_no_raw_id_reaches_kafka(
     assert first[gap] == pytest.approx(5 - 3)
     [comments] = stack.snapshot()["trust"]["comments"]
     assert sorted(comments["comments"]) == [f"note {i}" for i in range(K)]
+
+    # Both kinds of /metrics negotiate the same way: OpenMetrics when a scraper asks.
+    for get in (stack.metrics.get, lambda path, **kw: httpx.get(stack.worker_url + path, **kw)):
+        assert get("/metrics").headers["content-type"].startswith("text/plain; version=")
+        answer = get("/metrics", headers={"Accept": OPENMETRICS_ACCEPT})
+        assert answer.headers["content-type"].startswith("application/openmetrics-text")
+        families = list(text_string_to_metric_families(answer.text))  # strict: "# EOF" etc.
+        assert families
+    index = 'rapport_trust_index{team="alpha",window="28d"}'
+    [value] = [sample.value for family in text_string_to_metric_families(
+        stack.metrics.get("/metrics", headers={"Accept": OPENMETRICS_ACCEPT}).text)
+        for sample in family.samples
+        if sample.name == "rapport_trust_index" and sample.labels["team"] == "alpha"
+        and sample.labels["window"] == "28d"]  # fmt: skip
+    assert value == first[index]
 
     stack.open("s2")
     for m in MEMBERS[K : 2 * K + 1]:
