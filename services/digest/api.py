@@ -40,7 +40,9 @@ GRAPH_TTL_S = 10.0
 router = APIRouter(prefix="/v1/digests", responses=errors(401, 403, 413, 422, 429, 503))
 # The links in each digest: the token in the link is the manager's only credential.
 links = APIRouter(prefix="/v1/digests", responses=errors(403, 422, 503))
-PAGE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "description": "A page with the manager's choice"}}
+PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "A page with the manager's choice"}
+}
 ManagerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 LinkToken = Annotated[str, Query(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]+$")]
 
