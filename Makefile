@@ -36,7 +36,12 @@ MAILPIT_VERSION := v1.33.1
 $(BIN)/mailpit: $(STAMP)
 	GOBIN=$(abspath $(BIN)) go install github.com/axllent/mailpit@$(MAILPIT_VERSION)
 
-test: lint system-deps $(BIN)/mailpit
+# The Node.js producer example's packages, exactly as its lock file pins them (needs npm).
+NODE_EXAMPLE := docs/examples/node-producer
+$(NODE_EXAMPLE)/node_modules/.package-lock.json: $(NODE_EXAMPLE)/package-lock.json
+	npm ci --prefix $(NODE_EXAMPLE) --no-audit --no-fund
+
+test: lint system-deps $(BIN)/mailpit $(NODE_EXAMPLE)/node_modules/.package-lock.json
 	$(BIN)/pytest -q
 
 # Not part of `make test`: figures on this machine, into docs/BENCHMARKS.md and docs/benchmarks.json.
@@ -45,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var $(NODE_EXAMPLE)/node_modules

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from faust.types import Message
 
 from shared import topics
-from shared.codec import DLQ_REASON
+from shared.codec import dlq_reason
 from shared.questions import Catalogue
 
 from . import service
@@ -149,12 +149,12 @@ class Aggregate:
         """Facts that cannot be counted, to the facts DLQ with the reason, in records under
         the bound: they are kept, counted in the DLQ metric, and every other bucket and
         partition carries on."""
-        reason = (f"team-days bucket {key} would pass the {service.MAX_RECORD_BYTES}-byte "
-                  "record bound").encode()  # fmt: skip
+        reason = dlq_reason(f"team-days bucket {key} would pass the "
+                            f"{service.MAX_RECORD_BYTES}-byte record bound")  # fmt: skip
         sent: list[Sent] = []
         for raw in service.dumps_within(team_facts):
             self.out.metrics.dlq.labels(topics.TEAM_FACTS).inc()
-            batch = self.out.batches.add(FACTS_DLQ, 0, key.encode(), raw, [(DLQ_REASON, reason)])
+            batch = self.out.batches.add(FACTS_DLQ, 0, key.encode(), raw, [reason])
             sent.append(batch.acked)
         return sent
 

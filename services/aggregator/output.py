@@ -11,7 +11,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP, Message
 
-from shared.codec import DLQ_REASON
+from shared.codec import dlq_reason
 from shared.kafka import Batches, partition_for
 
 from . import service, transport
@@ -94,5 +94,5 @@ class Output:
             reason += (f" (its {len(value or b'')}-byte value left out: it is at "
                        f"{message.topic}/{message.partition}/{message.offset})")  # fmt: skip
             value = None
-        headers = [*headers_of(message), (DLQ_REASON, reason[:1000].encode())]
+        headers = [*headers_of(message), dlq_reason(reason)]
         return await self.send(dlq, message.key, value, headers)
