@@ -1,6 +1,8 @@
 """Producers nobody here wrote: the Node.js example (kafkajs with the CloudEvents SDK, in
 binary and structured mode) counts exactly, each record on the partition Rapport reads
-its event on; a time without its offset goes to the DLQ with a one-line reason."""
+its event on; a time without its offset goes to the DLQ with a one-line reason; and
+librdkafka (2.16, through confluent-kafka) puts each record there with
+``partitioner=murmur2_random``, not with its default."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from subprocess import Popen
 
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer, libversion
 
 from shared import topics
 from shared.codec import DLQ_REASON, CloudEvent, decode, encode
@@ -99,3 +102,32 @@ async def _produce(settings: Settings, headers: list[tuple[str, bytes]], value: 
                                    headers=headers))  # fmt: skip
     finally:
         await producer.stop()
+
+
+def test_librdkafka_puts_records_on_rapports_partitions_with_murmur2_random(
+    settings: Settings,
+) -> None:
+    version = tuple(int(part) for part in libversion()[0].split(".")[:2])
+    assert version >= (2, 2)  # older ones misread the embedded broker (README)
+    keys = [f"/hr-portal|k{i}".encode() for i in range(12)]
+    n = settings.topic_partitions
+
+    def partitions(partitioner: str | None) -> dict[bytes, int]:
+        config = {"bootstrap.servers": settings.bootstrap_servers, "acks": "all"}
+        if partitioner is not None:
+            config["partitioner"] = partitioner
+        producer, landed = Producer(config), {}
+        for key in keys:
+            event = CloudEvent(key.decode(), "/hr-portal", RECOGNITION_GIVEN, datetime.now(UTC),
+                               recognition(key.decode(), "ann", "bob"))  # fmt: skip
+            headers, value = encode(event)
+            producer.produce(topics.RECOGNITION, value, key=key, headers=headers,
+                             on_delivery=lambda err, msg: landed.update(
+                                 {msg.key(): msg.partition() if err is None else err}))  # fmt: skip
+        assert producer.flush(30) == 0
+        return landed
+
+    rapports = {k: partition_for(k, n) for k in keys}
+    assert partitions("murmur2_random") == rapports
+    # librdkafka's default (consistent_random, CRC32) puts some elsewhere: an extra hop.
+    assert partitions(None) != rapports
