@@ -31,6 +31,7 @@ EXPECTED = {
     "rapport-aggregator-team-days-changelog": ("compact", None),
     "rapport-aggregator-team-trust-changelog": ("compact", None),
     "rapport-aggregator-event-ids-changelog": ("compact", None),
+    "rapport-aggregator-__assignor-__leader": ("delete", None),  # faust's own
     topics.DIRECTORY: ("compact", None),
     topics.ROUNDS: ("compact", None),
     topics.SNAPSHOTS: ("compact", None),
