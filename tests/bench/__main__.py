@@ -36,7 +36,7 @@ from shared.kafka import LINGER_MS, partition_for
 from shared.settings import Settings
 from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
 from shared.views import partitions_of
-from tests.kafka_helpers import put_people
+from tests.support.kafka import put_people
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

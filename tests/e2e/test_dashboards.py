@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from shared.broker import free_port
-from tests.conftest import ROOT, wait_until
+from tests.support import ROOT, wait_until
 
 DEPLOY = ROOT / "deploy"
 JOBS = {

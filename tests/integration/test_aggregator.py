@@ -17,31 +17,22 @@ from services.recognition.api import create
 from shared import topics
 from shared.auth import ensure_dev_key
 from shared.broker import free_port
-from shared.codec import DLQ_REASON, CloudEvent, decode
-from shared.events import RECOGNITION_GIVEN, Person
+from shared.codec import DLQ_REASON, CloudEvent
+from shared.events import RECOGNITION_GIVEN
 from shared.settings import Settings
-from tests.conftest import wait_until
-from tests.e2e.test_stack import parse
-from tests.kafka_helpers import produce, produce_raw, put_people, read_all
+from tests.support import wait_until
+from tests.support.kafka import (
+    kudos_event,
+    latest_snapshots,
+    produce,
+    produce_raw,
+    put_people,
+    read_all,
+)
+from tests.support.metrics import parse
+from tests.support.people import person, team
 
-PEOPLE = [
-    Person(id="lead", name="Lee", email="lee@x.io", team_id="alpha"),
-    Person(id="ann", name="Ann", email="ann@x.io", team_id="alpha", manager_id="lead"),
-    Person(id="bob", name="Bob", email="bob@x.io", team_id="alpha", manager_id="lead"),
-    Person(id="cid", name="Cid", email="cid@x.io", team_id="beta"),
-]
-
-
-def kudos_event(event_id: str, giver: str, recipients: list[str], source: str) -> CloudEvent:
-    now = datetime.now(UTC)
-    data = {"giver_id": giver, "recipient_ids": recipients, "message": "thanks",
-            "values": ["growth"], "channel": "slack", "occurred_at": now.isoformat()}  # fmt: skip
-    return CloudEvent(event_id, source, RECOGNITION_GIVEN, now, data)
-
-
-def latest_snapshots(settings: Settings) -> dict[str, dict[str, object]]:
-    records = asyncio.run(read_all(settings, topics.SNAPSHOTS))
-    return {r.key.decode(): decode(r.headers, r.value).data for r in records}
+PEOPLE = [*team("alpha", "lead", ["ann", "bob"]), person("cid", "beta")]
 
 
 def test_kafka_and_http_events_aggregate_alike_and_duplicates_count_once(

@@ -28,8 +28,9 @@ from shared.events import PERSON
 from shared.kafka import BrokerRefusedIdempotence, Publisher, Record
 from shared.settings import Settings
 from shared.topics import create_topics
-from tests.conftest import ROOT, rapport_env, wait_until
-from tests.kafka_helpers import produce_raw, read_all
+from tests.support import ROOT, wait_until
+from tests.support.kafka import produce_raw, read_all
+from tests.support.services import rapport_env
 
 
 def settings_for(cluster: KafkaCluster, replication: int) -> Settings:

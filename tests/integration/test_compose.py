@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from shared.apache_kafka import KAFKA_VERSION, broker_settings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_PSEUDONYM_KEY": "k" * 32,
            "RAPPORT_DIGEST_LINK_KEY": "l" * 32, "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip

@@ -17,24 +17,29 @@ import pytest
 
 from services.aggregator import transport
 from shared import topics
+from shared.broker import free_port
 from shared.codec import decode
-from shared.events import Person
 from shared.settings import Settings
-from tests.conftest import wait_until
-from tests.integration.test_aggregator import kudos_event, latest_snapshots
-from tests.kafka_helpers import produce, put_people, read_all
+from tests.support import wait_until
+from tests.support.kafka import kudos_event, latest_snapshots, produce, put_people, read_all, totals
+from tests.support.metrics import scrape
+from tests.support.people import spread
 
 EVENTS = 20_000
-TEAMS = [f"team-{t}" for t in range(10)]
-PEOPLE = [
-    Person(id=f"u{i}", name=f"U {i}", email=f"u{i}@x.io", team_id=TEAMS[i % len(TEAMS)])
-    for i in range(200)
-]
+
+PEOPLE = spread(200, teams=10)
+PARTITIONS = "rapport_aggregator_partitions"
 
 
-def totals(settings: Settings) -> Counter[str]:
-    snaps = latest_snapshots(settings)
-    return Counter({t: sum(s["totals"].values()) for t, s in snaps.items()})  # type: ignore[attr-defined]
+def metrics(port: int) -> dict[str, str]:
+    return {"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)}
+
+
+def share(settings: Settings, ports: list[int]) -> bool:
+    """Whether the workers serving /metrics on ``ports`` each own some of the partitions,
+    all of them between them (each says so once its tables are recovered)."""
+    owned = [scrape(f"http://127.0.0.1:{p}/metrics").get(PARTITIONS, 0) for p in ports]
+    return all(owned) and sum(owned) == settings.topic_partitions
 
 
 def links(settings: Settings) -> Counter[tuple[str, str]]:
@@ -64,9 +69,12 @@ def test_sigkill_of_one_worker_mid_stream_keeps_totals_exact(
     # The victim never commits: its partitions are taken over from no commit at all, as
     # when a worker dies in its first seconds (faust commits every 2.8 s).
     never = {"BROKER_COMMIT_INTERVAL": "3600", "BROKER_COMMIT_EVERY": "100000000"}
-    victim = spawn("aggregator", log=tmp_path / "victim.log", extra_env=never)
-    spawn("aggregator", log=tmp_path / "survivor.log")
-    time.sleep(8)  # both workers in the group before the load starts
+    ports = [free_port(), free_port()]
+    victim = spawn(
+        "aggregator", log=tmp_path / "victim.log", extra_env={**never, **metrics(ports[0])}
+    )
+    spawn("aggregator", log=tmp_path / "survivor.log", extra_env=metrics(ports[1]))
+    wait_until(lambda: share(settings, ports), timeout=60)  # both in the group before the load
     half = EVENTS // 2
     asyncio.run(produce(settings, topics.RECOGNITION, events[:half]))
     wait_until(lambda: sum(totals(settings).values()) > 1000, timeout=120)
@@ -113,13 +121,15 @@ def test_workers_joining_and_leaving_under_load_keep_totals_exact_and_never_go_b
             asyncio.run(produce(settings, topics.RECOGNITION, events[i : i + 500]))
             time.sleep(0.75)
 
-    spawn("aggregator", log=tmp_path / "first.log")
-    time.sleep(6)  # one worker in the group
+    ports = [free_port() for _ in range(3)]
+    spawn("aggregator", log=tmp_path / "first.log", extra_env=metrics(ports[0]))
+    wait_until(lambda: share(settings, ports[:1]), timeout=60)  # one worker in the group
     producer = threading.Thread(target=load)
     producer.start()
     wait_until(lambda: sum(totals(settings).values()) > 0, timeout=60)
-    joined = [spawn("aggregator", log=tmp_path / f"joined-{n}.log") for n in (2, 3)]  # 1 -> 3
-    time.sleep(12)  # the three share the partitions, and the load goes on
+    joined = [spawn("aggregator", log=tmp_path / f"joined-{n}.log", extra_env=metrics(port))
+              for n, port in ((2, ports[1]), (3, ports[2]))]  # 1 -> 3  # fmt: skip
+    wait_until(lambda: share(settings, ports), timeout=60)  # the three share, the load goes on
     for worker in joined:  # 3 -> 1
         worker.send_signal(signal.SIGTERM)
     for worker in joined:  # a clean stop, or one cut short in a batch processed again

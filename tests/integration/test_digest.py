@@ -36,27 +36,21 @@ from shared.codec import CloudEvent
 from shared.events import TEAM_SNAPSHOT, DimensionSums, TeamSnapshot, TeamTrust, TrustBlock
 from shared.kafka import Publisher, Record
 from shared.settings import DEFAULT_DIMENSIONS, Settings
-from tests.conftest import wait_until
-from tests.e2e.test_stack import parse
+from tests.support import wait_until
+from tests.support.metrics import parse
+from tests.support.people import as_json, person, team
 
 LAST_WEEK = datetime.now(UTC) - timedelta(days=7)
 
 
-def person(pid: str, team: str, manager: str | None, email_: str | None = None) -> dict[str, Any]:
-    return {"id": pid, "name": f"{pid.title()} Person", "email": email_ or f"{pid}@x.io",
-            "team_id": team, "manager_id": manager}  # fmt: skip
-
-
-PEOPLE = [
-    person("lee", "alpha", None),
-    *[person(p, "alpha", "lee") for p in ("ann", "bob", "cat", "dan", "eve", "fin")],
-    person("bo", "beta", None),
-    *[person(p, "beta", "bo") for p in ("gus", "hal")],
-    person("rex", "gamma", None, "refuse@x.io"),  # the SMTP server refuses this one
+PEOPLE = as_json([
+    *team("alpha", "lee", ["ann", "bob", "cat", "dan", "eve", "fin"]),
+    *team("beta", "bo", ["gus", "hal"]),
+    person("rex", "gamma", email="refuse@x.io"),  # the SMTP server refuses this one
     person("ivy", "gamma", "rex"),
-    person("fay", "delta", None, "flaky@x.io"),  # this one is refused once, then accepted
+    person("fay", "delta", email="flaky@x.io"),  # this one is refused once, then accepted
     person("joe", "delta", "fay"),
-]
+])  # fmt: skip
 
 
 class Mailbox:

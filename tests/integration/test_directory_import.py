@@ -11,7 +11,7 @@ import orjson
 
 from shared import topics
 from shared.settings import Settings
-from tests.kafka_helpers import read_all
+from tests.support.kafka import read_all
 
 HEADER = "id,name,email,team_id,manager_id,timezone,active,slack_id\n"
 

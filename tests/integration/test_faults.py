@@ -21,13 +21,14 @@ from shared.apache_kafka import KafkaCluster
 from shared.auth import ensure_dev_key
 from shared.broker import wait_for_port
 from shared.settings import Settings
-from tests.conftest import rapport_env
-from tests.integration.test_crash import PEOPLE, totals
-from tests.kafka_helpers import put_people
+from tests.support.kafka import put_people, totals
+from tests.support.people import spread
+from tests.support.services import rapport_env
 
 POSTS = 20_000
 PER_REQUEST = 20  # recognitions in one POST /v1/recognitions/batch
 CLIENTS = 16  # connections posting at once
+PEOPLE = spread(200, teams=10)
 
 
 @pytest.fixture

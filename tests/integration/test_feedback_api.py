@@ -23,15 +23,10 @@ from shared.auth import ensure_dev_key
 from shared.broker import free_port, wait_for_port
 from shared.codec import decode
 from shared.settings import DEFAULT_DIMENSIONS, DEV_PSEUDONYM_KEY, Settings
-from tests.kafka_helpers import read_all
+from tests.support.kafka import read_all
+from tests.support.people import as_json, person, team
 
-PEOPLE = [
-    {"id": "lead", "name": "Lee Lead", "email": "lee@x.io", "team_id": "alpha"},
-    {"id": "ann", "name": "Ann Answer", "email": "ann@x.io", "team_id": "alpha",
-     "manager_id": "lead"},
-    {"id": "bob", "name": "Bob", "email": "bob@x.io", "team_id": "alpha", "manager_id": "lead"},
-    {"id": "solo", "name": "Solo", "email": "solo@x.io", "team_id": "beta"},
-]  # fmt: skip
+PEOPLE = as_json([*team("alpha", "lead", ["ann", "bob"]), person("solo", "beta")])
 ANSWERS = dict.fromkeys(DEFAULT_DIMENSIONS, 4)
 RESPONSE = {"survey_id": "2026-11", "respondent_id": "ann", "answers": ANSWERS}
 

@@ -37,7 +37,7 @@ from slack_sdk.signature import SignatureVerifier
 from shared.auth import ensure_dev_key
 from shared.broker import free_port
 from shared.settings import Settings
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 PER_SERVICE = 300  # cases, over the operations that take input
 MIN_CASES = 75  # per operation that takes input (one without input has one case)

@@ -11,7 +11,7 @@ from aiokafka.structs import OffsetAndMetadata
 from services.aggregator.lag import CommittedLag
 from shared import topics
 from shared.settings import Settings
-from tests.kafka_helpers import produce_raw
+from tests.support.kafka import produce_raw
 
 
 async def commit(settings: Settings, offsets: dict[TopicPartition, int]) -> None:

@@ -20,7 +20,7 @@ from shared.broker import free_port
 from shared.server import MAX_HEAD_BYTES
 from shared.settings import Settings
 from shared.web import MAX_BODY_BYTES
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}
 

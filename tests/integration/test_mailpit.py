@@ -27,7 +27,8 @@ from services.recognition.api import create as create_recognition
 from shared.auth import ensure_dev_key
 from shared.broker import free_port
 from shared.settings import Settings
-from tests.conftest import wait_until
+from tests.support import wait_until
+from tests.support.people import as_json, team
 
 MAILPIT = Path(sys.executable).parent / "mailpit"
 MIN_HTML_SUPPORTED = 97.0  # percent, Mailpit's "Supported" total
@@ -72,12 +73,7 @@ def mailpit(tmp_path: Path) -> Iterator[Mailpit]:
         proc.wait(timeout=10)
 
 
-PEOPLE = [
-    {"id": "lee", "name": "Lee Lead", "email": "lee@x.io", "team_id": "alpha",
-     "manager_id": None},
-    *({"id": p, "name": f"{p.title()} Person", "email": f"{p}@x.io", "team_id": "alpha",
-       "manager_id": "lee"} for p in ("ann", "bob")),
-]  # fmt: skip
+PEOPLE = as_json(team("alpha", "lee", ["ann", "bob"]))
 
 
 def weeks_ago(n: int) -> str:

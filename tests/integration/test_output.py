@@ -18,7 +18,7 @@ from services.aggregator.output import Output
 from shared import topics
 from shared.settings import Settings
 from shared.topics import create_topics
-from tests.kafka_helpers import read_all
+from tests.support.kafka import read_all
 
 
 async def write_all(settings: Settings) -> tuple[list[Any], dict[int, int | None]]:

@@ -20,18 +20,15 @@ from confluent_kafka import Producer, libversion
 
 from shared import topics
 from shared.codec import DLQ_REASON, CloudEvent, decode, encode
-from shared.events import RECOGNITION_GIVEN, Person
+from shared.events import RECOGNITION_GIVEN
 from shared.kafka import partition_for
 from shared.settings import Settings
-from tests.conftest import ROOT, wait_until
-from tests.kafka_helpers import put_people, read_all
+from tests.support import ROOT, wait_until
+from tests.support.kafka import put_people, read_all
+from tests.support.people import person
 
 EXAMPLE = ROOT / "docs" / "examples" / "node-producer"
-PEOPLE = [
-    Person(id="ann", name="Ann", email="ann@x.io", team_id="alpha"),
-    Person(id="bob", name="Bob", email="bob@x.io", team_id="alpha"),
-    Person(id="cid", name="Cid", email="cid@x.io", team_id="beta"),
-]
+PEOPLE = [person("ann", "alpha"), person("bob", "alpha"), person("cid", "beta")]
 
 
 def recognition(event_id: str, giver: str, recipient: str) -> dict[str, object]:

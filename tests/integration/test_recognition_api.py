@@ -16,14 +16,11 @@ from shared import topics
 from shared.auth import ensure_dev_key
 from shared.codec import decode
 from shared.settings import Settings
-from tests.conftest import Broker
-from tests.kafka_helpers import read_all
+from tests.support.brokers import Broker
+from tests.support.kafka import read_all
+from tests.support.people import as_json, team
 
-PEOPLE = [
-    {"id": f"p{i}", "name": f"Person {i}", "email": f"p{i}@example.com", "team_id": "t1",
-     "manager_id": None if i == 0 else "p0", "timezone": "Europe/Berlin", "active": True}
-    for i in range(25)
-]  # fmt: skip
+PEOPLE = as_json(team("t1", "p0", [f"p{i}" for i in range(1, 25)], timezone="Europe/Berlin"))
 KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}
 
 
@@ -166,6 +163,7 @@ def test_people_put_and_delete(client: TestClient, settings: Settings) -> None:
     assert gone.status_code == 422
 
 
+@pytest.mark.own_broker
 def test_503_with_retry_after_when_the_broker_is_gone(
     client: TestClient, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,8 +24,9 @@ from shared.codec import DLQ_REASON, decode
 from shared.events import Person
 from shared.settings import Settings
 from shared.views import partitions_of
-from tests.conftest import rapport_env, wait_until
-from tests.kafka_helpers import put_people, read_all
+from tests.support import wait_until
+from tests.support.kafka import put_people, read_all
+from tests.support.services import rapport_env
 
 ALL_HANDS = [f"all-hands-person-{i:03}-{'x' * 40}" for i in range(120)]  # long ids
 OTHERS = [f"other-{i}" for i in range(5)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,16 +28,20 @@ from shared.auth import ensure_dev_key
 from shared.broker import free_port, wait_for_port
 from shared.codec import decode
 from shared.settings import Settings
-from tests.conftest import Broker
-from tests.kafka_helpers import read_all
+from tests.support.brokers import Broker
+from tests.support.kafka import read_all
+from tests.support.metrics import scrape
+from tests.support.people import as_json, person
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-PEOPLE = [
-    {"id": "ann", "name": "Ann", "email": "ann@x.io", "team_id": "t1", "slack_id": "U0ANN"},
-    {"id": "bob", "name": "Bob", "email": "bob@x.io", "team_id": "t1", "slack_id": "U0BOB"},
-    {"id": "cid", "name": "Cid", "email": "cid@x.io", "team_id": "t2", "slack_id": "U0CID"},
-    {"id": "dan", "name": "Dan", "email": "dan@x.io", "team_id": "t2"},  # no Slack id
-]
+PEOPLE = as_json(
+    [
+        person("ann", "t1", slack_id="U0ANN"),
+        person("bob", "t1", slack_id="U0BOB"),
+        person("cid", "t2", slack_id="U0CID"),
+        person("dan", "t2"),  # no Slack id
+    ]
+)
 
 
 class SlackStandIn:
@@ -260,9 +263,7 @@ def test_a_reaction_that_cannot_count_is_explained_to_its_author_through_the_web
 
 
 def metric(url: str, team: str, value: str) -> float:
-    found = re.search(rf'^rapport_recognitions_total{{team="{team}",value="{value}"}} (\S+)$',
-                      httpx.get(url).text, re.M)  # fmt: skip
-    return float(found[1]) if found else 0.0
+    return scrape(url).get(f'rapport_recognitions_total{{team="{team}",value="{value}"}}', 0.0)
 
 
 @pytest.mark.slow
@@ -294,6 +295,7 @@ def test_commands_and_reactions_end_up_exact_on_metrics_and_retries_count_once(
     assert {k: metric(url, *k) for k in expected} == expected
 
 
+@pytest.mark.own_broker
 def test_with_the_broker_gone_a_command_says_try_again_in_time_and_an_event_gets_503(
     app: TestClient, broker: Broker
 ) -> None:

@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared import topics
 from shared.apache_kafka import KafkaCluster
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 DAY_MS = 86_400_000
 WEEK = str(7 * DAY_MS)

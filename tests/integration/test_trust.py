@@ -31,19 +31,16 @@ from shared.broker import free_port
 from shared.codec import DLQ_REASON, CloudEvent, decode
 from shared.events import SURVEY_RESPONSE
 from shared.settings import DEFAULT_DIMENSIONS, Settings
-from tests.conftest import wait_until
-from tests.e2e.test_stack import parse
-from tests.kafka_helpers import produce, read_all
+from tests.support import wait_until
+from tests.support.kafka import produce, read_all
+from tests.support.metrics import parse, scrape
+from tests.support.people import as_json, team
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 K = 5
 PARTITIONS = 4  # RAPPORT_TOPIC_PARTITIONS in tests: a close marker on each
 MEMBERS = [f"m{i:02d}" for i in range(12)]
-PEOPLE = [{"id": "lead", "name": "Lee Lead", "email": "lee@x.io", "team_id": "alpha"}] + [
-    {"id": m, "name": f"Member {m}", "email": f"{m}@x.io", "team_id": "alpha",
-     "manager_id": "lead"}
-    for m in MEMBERS
-]  # fmt: skip
+PEOPLE = as_json(team("alpha", "lead", MEMBERS))
 INDEX = 'rapport_trust_index{team="alpha",window="28d"}'
 RESPONSES = 'rapport_trust_responses{team="alpha",window="28d"}'
 
@@ -79,12 +76,9 @@ class Stack:
     def settle(self) -> None:
         """Wait until the worker has taken in everything sent, and its snapshots are out."""
 
-        def aggregated() -> float:
-            try:
-                text = httpx.get(f"{self.worker_url}/metrics", timeout=5).text
-            except httpx.HTTPError:  # the worker is still starting
-                return 0
-            return parse(text).get('rapport_aggregator_events_total{stage="aggregate"}', 0)
+        def aggregated() -> float:  # nothing while the worker is still starting
+            samples = scrape(f"{self.worker_url}/metrics", timeout=5)
+            return samples.get('rapport_aggregator_events_total{stage="aggregate"}', 0)
 
         wait_until(lambda: aggregated() >= self.expected, timeout=60)
         # Snapshots go out on a 0.2 s timer: settled once none came for three ticks.
@@ -239,7 +233,7 @@ def test_figures_move_by_whole_rounds_and_no_raw_id_reaches_kafka(
     dead = wait_until(lambda: asyncio.run(read_all(settings, topics.dlq(topics.SURVEY))))
     assert dict(dead[0].headers)["ce_id"] == b"bad-1"
 
-    forbidden = [m.encode() for m in MEMBERS] + [b"Member m0", b"m00@x.io"]
+    forbidden = [m.encode() for m in MEMBERS] + [b"M00 Person", b"m00@x.io"]
     for spec in topics.all_topics(settings):
         if spec.name == topics.DIRECTORY:
             continue  # the people directory itself
@@ -292,15 +286,10 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
             assert feedback.post("/v1/survey-responses", json=body).status_code == 202
         feedback.post("/v1/survey-rounds/calm/close").raise_for_status()
 
-    def worker_metrics() -> dict[str, float]:
-        try:
-            return parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
-        except httpx.HTTPError:
-            return {}
-
     expected = len(rounds) * (len(FLOOD) + PARTITIONS) + K + PARTITIONS
     aggregate = 'rapport_aggregator_events_total{stage="aggregate"}'
-    wait_until(lambda: worker_metrics().get(aggregate, 0) >= expected, timeout=120)
+    worker_url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: scrape(worker_url).get(aggregate, 0) >= expected, timeout=120)
     with TestClient(create_metrics(settings)) as metrics:
         wait_until(lambda: metrics.get("/readyz").status_code == 200, timeout=60)  # caught up
         wait_until(lambda: INDEX in parse(metrics.get("/metrics").text), timeout=60)
@@ -310,7 +299,7 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     assert worker.poll() is None  # still running
     assert flood_responses == len(rounds) * len(FLOOD)  # every answer counted, none lost
     assert asyncio.run(read_all(settings, topics.dlq(topics.SURVEY))) == []
-    assert worker_metrics()["rapport_aggregator_trimmed_snapshots_total"] >= 1
+    assert scrape(worker_url)["rapport_aggregator_trimmed_snapshots_total"] >= 1
     changelog = f"{topics.AGGREGATOR_APP_ID}-{topics.TEAM_TRUST_TABLE}-changelog"
     for topic in (topics.SNAPSHOTS, changelog):
         for record in asyncio.run(read_all(settings, topic)):

@@ -21,11 +21,12 @@ from services.recognition.api import create as create_recognition
 from shared.auth import ensure_dev_key
 from shared.broker import free_port
 from shared.settings import Settings
-from tests.conftest import Broker
+from tests.support.brokers import Broker
+from tests.support.people import as_json, team
 
+pytestmark = pytest.mark.own_broker  # each test stops its broker
 WITHIN_S = 5.0
-PEOPLE = [{"id": f"p{i}", "name": f"P {i}", "email": f"p{i}@x.io", "team_id": "t1",
-           "manager_id": None if i == 0 else "p0"} for i in range(6)]  # fmt: skip
+PEOPLE = as_json(team("t1", "p0", [f"p{i}" for i in range(1, 6)]))
 KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}
 ANSWERS = {"direction": 4, "empowerment": 4, "appreciation": 4, "growth": 4,
            "transparency": 4, "partnership": 4, "wellbeing": 4}  # fmt: skip

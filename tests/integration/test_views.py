@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from shared.directory import DirectoryView
-from shared.events import Person
 from shared.settings import Settings
-from tests.kafka_helpers import put_people
+from tests.support.kafka import put_people
+from tests.support.people import person
 
-PEOPLE = [Person(id=f"u{i}", name=f"U {i}", email=f"u{i}@x.io", team_id="t") for i in range(5000)]
+PEOPLE = [person(f"u{i}", "t") for i in range(5000)]
 
 
 def test_a_view_started_without_waiting_catches_up_and_sync_says_when(settings: Settings) -> None:

@@ -9,14 +9,10 @@ import orjson
 import pytest
 
 from services.aggregator import service
-from shared.events import Person, RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.events import RecognitionGiven, TeamSnapshot, TeamTrust
+from tests.support.people import person, team
 
-PEOPLE = {
-    "lead": Person(id="lead", name="L", email="l@x.io", team_id="a"),
-    "ann": Person(id="ann", name="A", email="a@x.io", team_id="a", manager_id="lead"),
-    "bob": Person(id="bob", name="B", email="b@x.io", team_id="a", manager_id="lead"),
-    "cid": Person(id="cid", name="C", email="c@x.io", team_id="b"),
-}
+PEOPLE = {p.id: p for p in [*team("a", "lead", ["ann", "bob"]), person("cid", "b")]}
 
 
 def kudos(giver: str, *recipients: str, values: tuple[str, ...] = ("growth",)) -> RecognitionGiven:

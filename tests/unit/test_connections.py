@@ -15,16 +15,12 @@ import pytest
 from services.aggregator import service
 from services.metrics.collector import connection_families
 from shared import connections as cx
-from shared.events import Person, RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.events import RecognitionGiven, TeamSnapshot, TeamTrust
 from shared.settings import Settings
+from tests.support.people import person
 
 TODAY = date(2026, 11, 22)
 T = cx.Thresholds()  # the defaults: trading 5 and half, ring 5, burst 10 and 5x
-
-
-def person(pid: str, team: str, manager: str | None = None) -> Person:
-    return Person(id=pid, name=pid.upper(), email=f"{pid}@x.io", team_id=team,
-                  manager_id=manager)  # fmt: skip
 
 
 PEOPLE = {

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, wait_until
+from tests.support import ROOT, wait_until
 
 # Dies twice (exit 1), then stays up until stopped.
 FLAKY = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.settings import Settings
 from shared.topics import all_topics
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_the_readme_lists_every_topic() -> None:

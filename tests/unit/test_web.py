@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.web import DirectRoute, create_app, errors, serve_first
+from tests.support.metrics import parse
 
 JSON = {"Content-Type": "application/json"}
 
@@ -26,15 +27,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def ready(app: FastAPI) -> bool:
     return True
-
-
-def samples(client: TestClient) -> dict[str, float]:
-    out = {}
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("rapport_http_request"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_requests_are_counted_by_route_template_and_status() -> None:
@@ -50,7 +42,7 @@ def test_requests_are_counted_by_route_template_and_status() -> None:
         assert client.get("/nowhere").status_code == 404
         big = client.post("/v1/things/c", content=b"x" * (3 << 20))
         assert big.status_code == 413
-        got = samples(client)
+        got = parse(client.get("/metrics").text)
     route = 'method="POST",route="/v1/things/{thing_id}"'
     assert got[f'rapport_http_requests_total{{{route},status="202"}}'] == 2  # no ids in labels
     assert got['rapport_http_requests_total{method="GET",route="unmatched",status="404"}'] == 1

@@ -1,4 +1,5 @@
-"""The whole stack as `make run` starts it, on free ports."""
+"""The whole stack as `make run` starts it, on free ports: on its own embedded broker (as
+`make run` starts one) and on the session's Apache Kafka."""
 
 from __future__ import annotations
 
@@ -12,21 +13,22 @@ import pytest
 
 from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port
-from tests.conftest import ROOT
+from tests.support import ROOT
+from tests.support.brokers import KINDS
 
 
-@pytest.fixture(params=["tansu", "kafka"])
+@pytest.fixture(params=KINDS)
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """`rapport run` on free ports, on the embedded broker and on Apache Kafka; demo data
     only if the test is marked ``demo``."""
     if request.param == "tansu":
         yield from _run(tmp_path, request, {"RAPPORT_EMBEDDED_BROKER_PORT": str(free_port())})
         return
-    with KafkaCluster(1, tmp_path / "kafka") as kafka:
-        yield from _run(tmp_path, request, {
-            "RAPPORT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "RAPPORT_SESSION_TIMEOUT_S": "6",  # rebalances in seconds
-        })  # fmt: skip
+    kafka: KafkaCluster = request.getfixturevalue("kafka")
+    yield from _run(tmp_path, request, {
+        "RAPPORT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "RAPPORT_SESSION_TIMEOUT_S": "6",  # rebalances in seconds
+    })  # fmt: skip
 
 
 def _run(

@@ -1,16 +1,19 @@
-"""Plain-Kafka helpers for tests: produce and read records as any outside app would."""
+"""Producing and reading records as any outside app would, and the figures the aggregator
+published."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.codec import CloudEvent, encode
-from shared.events import PERSON, Person
+from shared import topics
+from shared.codec import CloudEvent, decode, encode
+from shared.events import PERSON, RECOGNITION_GIVEN, Person
 from shared.settings import Settings
-from shared.topics import DIRECTORY
 from shared.views import partitions_of
 
 
@@ -63,14 +66,32 @@ async def produce_raw(settings: Settings, topic: str, value: bytes, partition: i
 
 
 async def put_people(settings: Settings, people: list[Person]) -> None:
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC)
     await produce(
         settings,
-        DIRECTORY,
+        topics.DIRECTORY,
         [
             (p.id.encode(), CloudEvent(f"dir-{p.id}", "/tests", PERSON, now, p.model_dump()))
             for p in people
         ],
     )
+
+
+def kudos_event(event_id: str, giver: str, recipients: list[str], source: str) -> CloudEvent:
+    """A recognition as a Slack bot would produce it straight onto the topic."""
+    now = datetime.now(UTC)
+    data = {"giver_id": giver, "recipient_ids": recipients, "message": "thanks",
+            "values": ["growth"], "channel": "slack", "occurred_at": now.isoformat()}  # fmt: skip
+    return CloudEvent(event_id, source, RECOGNITION_GIVEN, now, data)
+
+
+def latest_snapshots(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each team's latest snapshot on the snapshots topic."""
+    records = asyncio.run(read_all(settings, topics.SNAPSHOTS))
+    return {r.key.decode(): decode(r.headers, r.value).data for r in records}
+
+
+def totals(settings: Settings) -> Counter[str]:
+    """Recognitions counted per team, from the latest snapshots."""
+    snaps = latest_snapshots(settings)
+    return Counter({t: sum(s["totals"].values()) for t, s in snaps.items()})  # type: ignore[attr-defined]
