@@ -216,30 +216,32 @@ def _rounds(url: str) -> float:
     return samples.get("rapport_digest_schedule_rounds_total", 0)
 
 
-ODD = [
-    # A name with a comma, reports in another team than the manager's own.
-    {**person("mo", "mgmt", None), "name": "Reyes, Morgan"},
-    *[person(p, "ops", "mo") for p in ("op1", "op2")],
-    # Names that try to add recipients or headers, or say nothing.
-    {**person("nl", "nlt", None), "name": "Nl\r\nBcc: evil@out.com"},
-    person("nl1", "nlt", "nl"),
-    {**person("qt", "q", None), "name": 'x" <evil@out.com>, "y'},
-    person("qt1", "q", "qt"),
-    *[person(p, "q2", "qt") for p in ("qt2", "qt3")],  # most of qt's reports: team q2
-    {**person("bl", "b", None), "name": " "},
-    person("bl1", "b", "bl"),
-    # Reports split evenly: the manager's own team if it is one of them, else the first.
-    person("own", "o", None),
-    person("own1", "o", "own"),
-    person("own2", "p", "own"),
-    person("tie", "t1", None),
-    person("tie1", "t3", "tie"),
-    person("tie2", "t2", "tie"),
-    # A team whose snapshot breaks the digest (a block without answers).
-    person("br", "broken", None),
-    person("br1", "broken", "br"),
-    person("loner", "solo", None),  # no reports: no digest
-]
+ODD = as_json(
+    [
+        # A name with a comma, reports in another team than the manager's own.
+        person("mo", "mgmt", name="Reyes, Morgan"),
+        *[person(p, "ops", "mo") for p in ("op1", "op2")],
+        # Names that try to add recipients or headers, or say nothing.
+        person("nl", "nlt", name="Nl\r\nBcc: evil@out.com"),
+        person("nl1", "nlt", "nl"),
+        person("qt", "q", name='x" <evil@out.com>, "y'),
+        person("qt1", "q", "qt"),
+        *[person(p, "q2", "qt") for p in ("qt2", "qt3")],  # most of qt's reports: team q2
+        person("bl", "b", name=" "),
+        person("bl1", "b", "bl"),
+        # Reports split evenly: the manager's own team if it is one of them, else the first.
+        person("own", "o"),
+        person("own1", "o", "own"),
+        person("own2", "p", "own"),
+        person("tie", "t1"),
+        person("tie1", "t3", "tie"),
+        person("tie2", "t2", "tie"),
+        # A team whose snapshot breaks the digest (a block without answers).
+        person("br", "broken"),
+        person("br1", "broken", "br"),
+        person("loner", "solo"),  # no reports: no digest
+    ]
+)
 
 
 def broken_snapshot() -> Record:
