@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 
 from shared.auth import ApiKeys
 from shared.directory import DirectoryView
+from shared.fastpath import serve_first
 from shared.kafka import Publisher
 from shared.settings import Settings
 from shared.views import TopicView
-from shared.web import create_app, serve_first
+from shared.web import create_app
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +45,12 @@ def create_writer_app(
     settings: Settings,
     routers: Sequence[APIRouter],
     views: Mapping[str, type[TopicView]] | None = None,
+    fast: APIRouter | None = None,
 ) -> FastAPI:
     """A service that checks requests against the directory and publishes events.
 
-    ``views`` are more topic views, each kept in ``app.state`` under its name. Refuses
+    ``views`` are more topic views, each kept in ``app.state`` under its name; ``fast``
+    a router of direct routes, served ahead of the others (``shared.fastpath``). Refuses
     (``UnsafeSettings``) to be built without its keys outside development.
     """
     api_keys = ApiKeys.from_settings(settings)
@@ -76,5 +79,8 @@ def create_writer_app(
         return await parts.publisher.ping()
 
     app = create_app(title, lifespan, ready)
-    serve_first(app, *routers)
+    if fast is not None:
+        serve_first(app, fast)
+    for router in routers:
+        app.include_router(router)
     return app

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin, get_type_hints
+from typing import Any
 
-import orjson
-from fastapi import APIRouter, FastAPI, Request, Response, params
-from fastapi.datastructures import DefaultPlaceholder
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,8 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -233,189 +227,6 @@ def _domain_error(_: Request, exc: Exception) -> Response:
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
     return _error(exc.status, "error", str(exc))
-
-
-class DirectRoute(APIRoute):
-    """A route FastAPI documents from its endpoint's signature, as any route, and this
-    class serves without FastAPI's per-request dependency solving.
-
-    In FastAPI 0.165 that solving costs a POST /v1/recognitions about as much as a bare
-    endpoint's whole request (it inspects every dependency again on each request). Here
-    the endpoint's parameters are read once, when the route is added, into a plan:
-
-    - ``Request``: the request;
-    - ``Depends(f)``, ``f`` an ``async def`` of the request alone: awaited, first, in
-      order (so a 401 comes before a 422, as in FastAPI);
-    - ``Header(...)`` and path parameters: validated with their constraints;
-    - one pydantic model, the body: parsed by orjson (``NaN`` and other non-JSON are
-      refused, where the standard library would read them), validated as FastAPI does.
-
-    Field errors of all of them make one 422, as FastAPI's would. The return value is
-    serialized as the route's ``response_model``. Any other kind of parameter or route
-    option is refused when the route is added (``TypeError``): nothing is served
-    differently from what OpenAPI says.
-
-    The handler is also the route's whole ASGI app (``self.app``, which FastAPI sets to
-    its ``request_response`` wrapper): that wrapper opens two exit stacks a request for
-    dependencies with ``yield``, which a direct route has none of; errors go to the
-    app's exception handlers as from any route. ``tests/unit/test_web.py`` compares its
-    answers with FastAPI's own handler's for the same routes and requests, and fails
-    when an upgrade makes them differ.
-    """
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        handle = self.get_route_handler()
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await handle(Request(scope, receive, send))
-            await response(scope, receive, send)
-
-        self.app = app
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        options = {
-            "dependencies": bool(self.dependencies),
-            "response_class": not isinstance(self.response_class, DefaultPlaceholder),
-            "response_model_include": self.response_model_include is not None,
-            "response_model_exclude": self.response_model_exclude is not None,
-            "response_model_by_alias": not self.response_model_by_alias,
-            "response_model_exclude_unset": self.response_model_exclude_unset,
-            "response_model_exclude_defaults": self.response_model_exclude_defaults,
-            "response_model_exclude_none": self.response_model_exclude_none,
-        }
-        if unserved := [name for name, given in options.items() if given]:
-            raise TypeError(f"{self.path}: DirectRoute does not serve {unserved}")
-        call = self.endpoint
-        hints = get_type_hints(call, include_extras=True)
-        plan = [_Param.of(name, hints[name], p.default, self.param_convertors)
-                for name, p in inspect.signature(call).parameters.items()]  # fmt: skip
-        requests = [p.name for p in plan if p.request]
-        depends = [p for p in plan if p.depends is not None]
-        params = [p for p in plan if p.adapter is not None]
-        bodies = [p for p in plan if p.body is not None]
-        if len(bodies) > 1:
-            raise TypeError(f"{self.path}: DirectRoute reads one body model, not {len(bodies)}")
-        body = bodies[0] if bodies else None
-        encode = TypeAdapter(self.response_model).dump_json if self.response_model else None
-        status = self.status_code or 200
-
-        async def handle(request: Request) -> Response:
-            values: dict[str, Any] = dict.fromkeys(requests, request)
-            for p in depends:
-                assert p.depends is not None
-                values[p.name] = await p.depends(request)
-            errors: list[Any] = []
-            for p in params:
-                p.read(request, values, errors)
-            if body is not None:
-                await body.read_body(request, values, errors)
-            if errors:
-                raise RequestValidationError(errors)
-            result = await call(**values)
-            if isinstance(result, Response):
-                return result
-            content = encode(result, by_alias=True) if encode else orjson.dumps(result)
-            return Response(content, status, media_type="application/json")
-
-        return handle
-
-
-@dataclass(slots=True)
-class _Param:
-    """How :class:`DirectRoute` finds one endpoint parameter in a request."""
-
-    name: str
-    request: bool = False
-    depends: Callable[[Request], Awaitable[Any]] | None = None
-    adapter: TypeAdapter[Any] | None = None  # a header or path parameter
-    where: tuple[str, str] = ("", "")  # ("header", its name) or ("path", its name)
-    default: Any = inspect.Parameter.empty
-    body: type[BaseModel] | None = None
-
-    @classmethod
-    def of(cls, name: str, hint: Any, default: Any, path: Mapping[str, Any]) -> _Param:
-        kind, *meta = get_args(hint) if get_origin(hint) is Annotated else (hint,)
-        # Any FastAPI marking (Depends, Header, Path, Query, Body, Form...): one at most.
-        marks = [m for m in meta if isinstance(m, params.Depends | FieldInfo)]
-        mark = marks[0] if len(marks) == 1 else None
-        if hint is Request:
-            return cls(name, request=True)
-        if isinstance(mark, params.Depends) and _takes_request_alone(mark.dependency):
-            return cls(name, depends=mark.dependency)
-        if isinstance(mark, params.Header):
-            header = mark.alias or (name.replace("_", "-") if mark.convert_underscores else name)
-            return cls(name, adapter=TypeAdapter(hint), where=("header", header), default=default)
-        if name in path and (mark is None or isinstance(mark, params.Path)):
-            return cls(name, adapter=TypeAdapter(hint), where=("path", name))
-        if not marks and isinstance(kind, type) and issubclass(kind, BaseModel):
-            return cls(name, body=kind)
-        raise TypeError(f"DirectRoute cannot serve parameter {name!r}: {hint!r}")
-
-    def read(self, request: Request, values: dict[str, Any], errors: list[Any]) -> None:
-        assert self.adapter is not None
-        place, key = self.where
-        raw = request.headers.get(key) if place == "header" else request.path_params[key]
-        if raw is None:
-            if self.default is inspect.Parameter.empty:
-                errors.append({"type": "missing", "loc": self.where, "msg": "Field required"})
-            values[self.name] = self.default
-            return
-        try:
-            values[self.name] = self.adapter.validate_python(raw)
-        except ValidationError as exc:
-            errors.extend({**e, "loc": (*self.where, *e["loc"])} for e in exc.errors())
-
-    async def read_body(self, request: Request, values: dict[str, Any], errors: list[Any]) -> None:
-        assert self.body is not None
-        raw = await request.body()
-        if not raw:
-            errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
-            return
-        if not _is_json(request.headers.get("content-type", "")):
-            reason = "the body must be JSON (Content-Type: application/json)"
-            errors.append({"type": "content_type", "loc": ("body",), "msg": reason})
-            return
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            errors.append({"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"})
-            return
-        try:  # as FastAPI validates a body
-            values[self.name] = self.body.model_validate(data, from_attributes=True)
-        except ValidationError as exc:
-            errors.extend({**e, "loc": ("body", *e["loc"])} for e in exc.errors())
-
-
-def _takes_request_alone(dependency: Any) -> bool:
-    """Whether ``dependency`` is an ``async def`` (or an object with one as ``__call__``)
-    of one parameter, ``request``."""
-    is_async = inspect.iscoroutinefunction(dependency) or (
-        not inspect.isfunction(dependency)
-        and inspect.iscoroutinefunction(type(dependency).__call__)
-    )
-    return is_async and list(inspect.signature(dependency).parameters) == ["request"]
-
-
-def _is_json(content_type: str) -> bool:
-    """As FastAPI reads a Content-Type: application/json, or application/*+json."""
-    kind = content_type.partition(";")[0].strip().lower()
-    return kind == "application/json" or (
-        kind.startswith("application/") and kind.endswith("+json")
-    )
-
-
-def serve_first(app: FastAPI, *routers: APIRouter) -> None:
-    """Serve the routes of ``routers`` in ``app``, ahead of its own (/healthz, /docs...).
-
-    Not ``include_router``: in FastAPI 0.165, an included router is matched lazily
-    through a wrapper on every request, level by level, a tenth of a POST's time here
-    (the bench's single POST). A router's routes are complete as they are (their
-    prefix, responses and dependencies are applied when a route is added), so they go
-    straight into the app's route list. ``tests/unit/test_web.py`` fails if they stop
-    being complete routes, or the app stops serving them.
-    """
-    app.router.routes[:0] = [route for router in routers for route in router.routes]
 
 
 class Readiness(BaseModel):

@@ -11,7 +11,7 @@ from shared.deps import IdempotencyKey, PartsDep, create_writer_app
 from shared.events import SurveyRound
 from shared.questions import catalogue
 from shared.settings import Settings
-from shared.web import WRITE_ERRORS, DirectRoute, errors
+from shared.web import WRITE_ERRORS, errors
 
 from . import rounds as rounds_
 from . import service
@@ -32,7 +32,7 @@ RoundsDep = Annotated[RoundsView, Depends(get_rounds)]
 SCALE = {"1": "strongly disagree", "2": "disagree", "3": "neutral", "4": "agree",
          "5": "strongly agree"}  # fmt: skip
 
-router = APIRouter(prefix="/v1", route_class=DirectRoute)
+router = APIRouter(prefix="/v1")
 
 
 @router.get("/questions", response_model=QuestionsOut)

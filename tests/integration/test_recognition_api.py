@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
+from services.recognition import api, slack
 from services.recognition.api import create
 from shared import topics
 from shared.auth import ensure_dev_key
 from shared.codec import decode
+from shared.deps import create_writer_app
+from shared.fastpath import DirectRoute
 from shared.settings import Settings
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
@@ -188,3 +194,47 @@ def test_429_with_retry_after_past_the_rate_limit(
     assert limited.json()["error"] == "rate_limited"
     assert 90 <= int(limited.headers["Retry-After"]) <= 100
     assert recognitions(settings) == []
+
+
+def test_the_fast_recognition_writes_answer_and_are_documented_as_fastapi_would(
+    client: TestClient, settings: Settings
+) -> None:
+    """The real routes on the fast path (shared/fastpath.py) against the same endpoints
+    on FastAPI's own route class: the same answers, the same OpenAPI."""
+    twin = APIRouter()
+    for route in api.writes.routes:
+        assert isinstance(route, DirectRoute)
+        twin.add_api_route(route.path, route.endpoint, methods=list(route.methods),
+                           status_code=route.status_code, response_model=route.response_model,
+                           responses=route.responses, name=route.name)  # fmt: skip
+    app = create_writer_app(
+        "Rapport recognition service", settings, [twin, api.router, slack.router]
+    )
+    app.state.slack_replays = slack.Replays()
+    auth = dict(client.headers)
+    json_ = {"Content-Type": "application/json"}
+    one = {**KUDOS, "event_id": "eq-1"}
+    many = {"recognitions": [{**KUDOS, "event_id": f"eq-b{i}"} for i in range(3)]}
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        ("/v1/recognitions", json_, orjson.dumps(one)),
+        ("/v1/recognitions", {**json_, "Authorization": "Bearer wrong"}, orjson.dumps(one)),
+        ("/v1/recognitions", json_, orjson.dumps({**KUDOS, "recipient_ids": ["nobody"]})),
+        ("/v1/recognitions", json_, orjson.dumps({**KUDOS, "values": [], "colour": 1})),
+        ("/v1/recognitions", {**json_, "Idempotency-Key": "k" * 129}, orjson.dumps(KUDOS)),
+        ("/v1/recognitions", {"Content-Type": "text/plain"}, orjson.dumps(one)),
+        ("/v1/recognitions", json_, codecs.BOM_UTF8 + orjson.dumps(one)),
+        ("/v1/recognitions", json_, b'{"giver_id": '),
+        ("/v1/recognitions/batch", json_, orjson.dumps(many)),
+        ("/v1/recognitions/batch", json_, orjson.dumps({"recognitions": []})),
+    ]
+
+    def answers(c: TestClient) -> list[tuple[int, Any]]:
+        sent = (c.post(path, headers={**auth, **h}, content=body) for path, h, body in cases)
+        return [(r.status_code, r.json()) for r in sent]
+
+    with TestClient(app) as fastapi:
+        expected = answers(fastapi)
+        documented = fastapi.get("/openapi.json").json()
+    assert [s for s, _ in expected] == [202, 401, 422, 422, 422, 422, 202, 422, 202, 422]
+    assert answers(client) == expected
+    assert client.get("/openapi.json").json() == documented
