@@ -189,22 +189,34 @@ class _Param:
         if not raw:
             errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
             return
-        if not _is_json(request.headers.get("content-type", "")):
-            reason = "the body must be JSON (Content-Type: application/json)"
-            errors.append({"type": "content_type", "loc": ("body",), "msg": reason})
-            return
-        try:
-            # In the encodings JSON allows, byte-order mark or not, as FastAPI reads a body
-            # (json.loads of bytes): orjson reads UTF-8 without one.
-            encoding = json.detect_encoding(raw)
-            data = orjson.loads(raw if encoding == "utf-8" else raw.decode(encoding))
-        except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-            errors.append({"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"})
-            return
+        data: Any = raw  # not JSON: validated as the bytes they are, as FastAPI does
+        if _is_json(request.headers.get("content-type", "")):
+            try:
+                # In any encoding JSON allows, byte-order mark or not, as FastAPI reads a
+                # body (json.loads of bytes): orjson reads UTF-8 without one.
+                encoding = json.detect_encoding(raw)
+                data = orjson.loads(raw if encoding == "utf-8" else raw.decode(encoding))
+            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                errors.append(_json_invalid(raw, exc))
+                return
         try:  # as FastAPI validates a body
             values[self.name] = self.body.model_validate(data, from_attributes=True)
         except ValidationError as exc:
             errors.extend({**e, "loc": ("body", *e["loc"])} for e in exc.errors())
+
+
+def _json_invalid(raw: bytes, exc: ValueError) -> dict[str, Any]:
+    """The error FastAPI gives a body its JSON parser cannot read: the standard library's
+    message and position. What only orjson refuses (``NaN``) keeps orjson's message."""
+    try:
+        json.loads(raw)
+        problem, at = str(exc), 0
+    except json.JSONDecodeError as std:
+        problem, at = std.msg, std.pos
+    except ValueError as std:  # not in any encoding JSON allows
+        problem, at = str(std), 0
+    return {"type": "json_invalid", "loc": ("body", at), "msg": "JSON decode error",
+            "input": {}, "ctx": {"error": problem}}  # fmt: skip
 
 
 def _takes_request_alone(dependency: Any) -> bool:

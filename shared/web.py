@@ -198,6 +198,11 @@ def _validation_error(_: Request, exc: Exception) -> Response:
             loc.append(name)
         if err["type"] == "extra_forbidden":
             reason = "unknown field"
+        if not loc and isinstance(err.get("input"), bytes):  # a body FastAPI did not parse
+            reason = "the body must be JSON (Content-Type: application/json)"
+        if err["type"] == "json_invalid":  # FastAPI's: ("body", the character at fault)
+            at = loc.pop() if loc else "?"
+            reason = f"invalid JSON at character {at}: {err.get('ctx', {}).get('error', reason)}"
         field = ".".join(loc) or "body"
         errors.append({"field": field, "reason": reason})
     message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)

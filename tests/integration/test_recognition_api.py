@@ -217,7 +217,7 @@ def test_the_fast_recognition_writes_answer_and_are_documented_as_fastapi_would(
     many = {"recognitions": [{**KUDOS, "event_id": f"eq-b{i}"} for i in range(3)]}
     cases: list[tuple[str, dict[str, str], bytes]] = [
         ("/v1/recognitions", json_, orjson.dumps(one)),
-        ("/v1/recognitions", {**json_, "Authorization": "Bearer wrong"}, orjson.dumps(one)),
+        ("/v1/recognitions", {**json_, "authorization": "Bearer wrong"}, orjson.dumps(one)),
         ("/v1/recognitions", json_, orjson.dumps({**KUDOS, "recipient_ids": ["nobody"]})),
         ("/v1/recognitions", json_, orjson.dumps({**KUDOS, "values": [], "colour": 1})),
         ("/v1/recognitions", {**json_, "Idempotency-Key": "k" * 129}, orjson.dumps(KUDOS)),
