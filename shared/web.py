@@ -135,6 +135,11 @@ class BodyLimit:
 
     A declared length is checked before anything is read (the server never reads past
     it); a body without one (chunked) is read up to the limit first, then handed on.
+
+    Not FastAPI's ``max_body_size`` (Starlette's ``RequestBodyLimitMiddleware``, outside
+    every middleware an app adds): a route that does not read its body gets a plain-text
+    413 there instead of the JSON error every other answer has, and ``Measure`` counts
+    that request under the status the route meant to send.
     """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:

@@ -27,7 +27,8 @@ from .models import (
 WriterDep = Annotated[Client, Depends(Require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(Require("directory:write"))]
 
-# The two routes `make bench` measures, on the fast path (shared/fastpath.py).
+# The single POST on the fast path (shared/fastpath.py): 2,570 against 2,036 requests a
+# second on FastAPI's own route class (`make bench`, Tansu). The batch gained 1%: not on it.
 writes = APIRouter(prefix="/v1", responses=WRITE_ERRORS, route_class=DirectRoute)
 router = APIRouter(prefix="/v1", responses=WRITE_ERRORS)
 
@@ -50,7 +51,7 @@ async def post_recognition(
     return Accepted(event_id=ids[0])
 
 
-@writes.post("/recognitions/batch", status_code=202, response_model=BatchAccepted)
+@router.post("/recognitions/batch", status_code=202, response_model=BatchAccepted)
 async def post_recognition_batch(
     body: RecognitionBatchIn,
     client: WriterDep,
