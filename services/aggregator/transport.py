@@ -105,6 +105,17 @@ class Consumer(driver.Consumer):
                 await self._seek(tp, 0)  # out of range (retention): reset to the earliest
         return committed
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # faust seeks from its own thread, and aiokafka's seek drops the partition's
+        # fetched records from a dict the consumer thread may be going through at that
+        # moment: a worker joining under load crashed with a KeyError in aiokafka's
+        # ``fetched_records``. The seek runs on the consumer thread, like faust's own
+        # ``seek_wait``.
+        await self._thread.call_thread(self._seek_on_thread, partition, offset)
+
+    async def _seek_on_thread(self, partition: TP, offset: int) -> None:
+        self._thread.seek(partition, offset)
+
     def _new_offset(self, tp: TP) -> int | None:
         # faust commits past the committed offset C when C is not acked but C + 1 is
         # (it checks ``min(acked) - C > 1``, allowing for compacted topics, and not at
@@ -143,7 +154,7 @@ class GapGuardedConsumer(Consumer):
             if reread_from is not None:
                 reread[tp] = reread_from
         for tp, offset in reread.items():
-            self._thread.seek(tp, offset)
+            await self._seek(tp, offset)
 
     async def _seek(self, partition: TP, offset: int) -> None:
         self._guard.expect(partition, offset)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores.memory import Store as MemoryStore
 from faust.transport.drivers import aiokafka as driver
@@ -36,6 +38,7 @@ OVERRIDES = [
     (transport.Consumer, driver.Consumer, "getmany"),
     (transport.Consumer, driver.Consumer, "seek_to_committed"),
     (transport.Consumer, driver.Consumer, "_new_offset"),
+    (transport.Consumer, driver.Consumer, "_seek"),
     (transport.GapGuardedConsumer, driver.Consumer, "_seek"),
     (transport.GapGuardedConsumer, driver.Consumer, "seek_wait"),
     (transport.GapGuardedConsumer, driver.Consumer, "highwaters"),
@@ -130,6 +133,30 @@ def test_faust_judges_a_partition_idle_by_the_time_the_lanes_set() -> None:
     tp = TP("rapport.recognition.v1", 3)
     app.consumer._taken_in({tp})
     assert app.monitor.stream_inbound_time[tp] > 0
+
+
+def test_a_seek_runs_on_the_consumer_thread() -> None:
+    """faust seeks by calling the consumer thread's ``seek`` from its own thread, and
+    aiokafka's seek deletes from the fetched records the consumer thread goes through:
+    ``Consumer._seek`` hands the call to that thread instead."""
+    assert "self._thread.seek(partition, offset)" in inspect.getsource(driver.Consumer._seek)
+    assert "del self._records[tp]" in inspect.getsource(Fetcher.seek_to)
+    consumer = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9")).consumer
+    seeks: list[tuple[int, TP, int]] = []
+
+    class ConsumerThread:  # mode's call_thread runs the call on the thread's own loop
+        async def call_thread(self, fun: Any, *args: Any) -> Any:
+            return await asyncio.to_thread(asyncio.run, fun(*args))
+
+        def seek(self, tp: TP, offset: int) -> None:
+            seeks.append((threading.get_ident(), tp, offset))
+
+    consumer._thread = ConsumerThread()
+    tp = TP("rapport.recognition.v1", 1)
+    asyncio.run(consumer._seek(tp, 42))
+    [(thread, sought, offset)] = seeks
+    assert (sought, offset) == (tp, 42)
+    assert thread != threading.get_ident()
 
 
 def changelog_event(key: str, value: Any, tp: TP, offset: int) -> Any:
