@@ -13,11 +13,14 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shared.settings import Settings, UnsafeSettings
+
+if TYPE_CHECKING:
+    from services.settings import RunSettings
 
 app = typer.Typer(help="Rapport: appreciation and trust metrics from everyday recognition.")
 directory_app = typer.Typer(help="Manage the people directory.")
@@ -107,6 +110,7 @@ def _serve(module: str, port: int) -> None:
     import uvicorn
 
     from shared.server import uvicorn_options
+    from shared.settings import HttpSettings
 
     _logging()
     create = importlib.import_module(f"services.{module}.api").create
@@ -116,7 +120,7 @@ def _serve(module: str, port: int) -> None:
         raise _refuse(exc) from None
     _collect_garbage_less_often()
     # No access log: every request is counted and timed in the service's own /metrics.
-    settings = Settings()
+    settings = HttpSettings()
     uvicorn.run(
         service,
         host=settings.host,
@@ -130,25 +134,33 @@ def _serve(module: str, port: int) -> None:
 @app.command()
 def recognition() -> None:
     """Run the recognition service (kudos and directory writes)."""
-    _serve("recognition", Settings().recognition_port)
+    from services.recognition.settings import RecognitionSettings
+
+    _serve("recognition", RecognitionSettings().recognition_port)
 
 
 @app.command()
 def feedback() -> None:
     """Run the feedback service (survey responses and self-assessments)."""
-    _serve("feedback", Settings().feedback_port)
+    from services.feedback.settings import FeedbackSettings
+
+    _serve("feedback", FeedbackSettings().feedback_port)
 
 
 @app.command()
 def digest() -> None:
     """Run the digest service (weekly e-mails to managers; embedded: saved to var/outbox)."""
-    _serve("digest", Settings().digest_port)
+    from services.digest.settings import DigestSettings
+
+    _serve("digest", DigestSettings().digest_port)
 
 
 @app.command()
 def metrics() -> None:
     """Run the metrics service (/metrics for Prometheus)."""
-    _serve("metrics", Settings().metrics_port)
+    from services.metrics.settings import MetricsSettings
+
+    _serve("metrics", MetricsSettings().metrics_port)
 
 
 def _release_large_buffers() -> None:
@@ -187,11 +199,12 @@ def aggregator() -> None:
 
     from services.aggregator import transport
     from services.aggregator.app import create_app
+    from services.aggregator.settings import AggregatorSettings
     from shared.topics import TopicsMismatch, check_partitions
 
     _release_large_buffers()
     _collect_garbage_less_often()
-    settings = Settings()
+    settings = AggregatorSettings()
     try:
         asyncio.run(check_partitions(settings))
     except TopicsMismatch as exc:
@@ -211,9 +224,10 @@ def demo(
 ) -> None:
     """Seed a demo organisation, nine weeks of kudos and two survey rounds via the APIs."""
     from services.demo.seed import seed
+    from services.settings import RunSettings
 
     _logging()
-    settings = Settings()
+    settings = RunSettings()
     seed(
         url or f"http://{settings.host}:{settings.recognition_port}",
         feedback_url or f"http://{settings.host}:{settings.feedback_port}",
@@ -221,10 +235,9 @@ def demo(
     )
 
 
-def _api_key(settings: Settings) -> str:
-    key = os.environ.get("RAPPORT_API_KEY")
-    if key:
-        return key
+def _api_key(settings: RunSettings) -> str:
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
     from shared.auth import ensure_dev_key
 
     if not settings.development:
@@ -263,14 +276,15 @@ def run(
     """
     from honcho.manager import Manager
 
+    from services.settings import RunSettings
     from shared.auth import ApiKeys, ensure_dev_key
     from shared.broker import start_tansu
     from shared.topics import create_topics
 
     _logging()
-    settings = Settings()
+    settings = RunSettings()
     try:
-        settings.check_secrets("api_keys", "pseudonym_key", "smtp_host", "slack", "digest_links")
+        settings.check_secrets()
         ApiKeys.from_settings(settings)  # and every key long enough
     except UnsafeSettings as exc:
         raise _refuse(exc) from None
@@ -317,7 +331,7 @@ def run(
     sys.exit(manager.returncode)
 
 
-def _demo_when_ready(settings: Settings) -> None:
+def _demo_when_ready(settings: RunSettings) -> None:
     from services.demo.seed import seed, wait_ready
 
     recognition = f"http://{settings.host}:{settings.recognition_port}"

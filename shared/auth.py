@@ -24,11 +24,8 @@ from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, TypeAdapter
 
-from shared.settings import MIN_SECRET_LENGTH, Settings, UnsafeSettings
+from shared.settings import MIN_SECRET_LENGTH, SCOPES, ApiSettings, Settings, UnsafeSettings
 
-SCOPES = frozenset(
-    {"recognition:write", "feedback:write", "feedback:admin", "directory:write", "digest:admin"}
-)
 DEV_CLIENT = "dev"
 # Invalid keys one address may present in a burst, then one a second; addresses tracked.
 FAILED_BURST = 10
@@ -128,7 +125,7 @@ class ApiKeys:
         self.slack_failures = FailedKeys("Slack signatures")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
+    def from_settings(cls, settings: ApiSettings) -> ApiKeys:
         """Load configured keys; in development without keys, use the dev key.
 
         Outside development, keys must be set, and each at least 32 characters long.
@@ -137,7 +134,7 @@ class ApiKeys:
         if settings.api_keys is None and settings.development:
             dev = KeyConfig(name=DEV_CLIENT, key=ensure_dev_key(settings), scopes=SCOPES)
             return cls([dev], limit)
-        settings.check_secrets("api_keys")
+        settings.check_secrets()
         assert settings.api_keys is not None
         configs = TypeAdapter(list[KeyConfig]).validate_json(settings.api_keys.get_secret_value())
         short = [c.name for c in configs if len(c.key) < MIN_SECRET_LENGTH]

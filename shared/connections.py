@@ -40,7 +40,6 @@ from datetime import date, timedelta
 import networkx as nx
 
 from shared.events import Person, TeamSnapshot
-from shared.settings import Settings
 
 BURST_HISTORY_DAYS = 28
 Hour = tuple[str, str]  # (giver id, "YYYY-MM-DDTHH" in UTC)
@@ -53,11 +52,6 @@ class Thresholds:
     ring_min: int = 5
     burst_min: int = 10
     burst_factor: float = 5.0
-
-    @classmethod
-    def of(cls, settings: Settings) -> Thresholds:
-        return cls(settings.trading_min, settings.trading_share, settings.ring_min,
-                   settings.burst_min, settings.burst_factor)  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -9,40 +9,42 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 
 from shared.auth import ApiKeys
 from shared.directory import DirectoryView
 from shared.fastpath import serve_first
 from shared.kafka import Publisher
-from shared.settings import Settings
+from shared.settings import ApiSettings
 from shared.views import TopicView
 from shared.web import create_app
 
+S = TypeVar("S", bound=ApiSettings)
+
 
 @dataclass(frozen=True, slots=True)
-class Parts:
-    """What a write endpoint works with, as one dependency."""
+class Parts(Generic[S]):
+    """What a write endpoint works with, as one dependency (``Parts[ItsServiceSettings]``,
+    through ``get_parts``)."""
 
-    settings: Settings
+    settings: S
     directory: DirectoryView  # who may give, receive and answer
     publisher: Publisher
 
 
-async def get_parts(request: Request) -> Parts:
-    parts: Parts = request.app.state.parts
+async def get_parts(request: Request) -> Parts[Any]:
+    parts: Parts[Any] = request.app.state.parts
     return parts
 
 
-PartsDep = Annotated[Parts, Depends(get_parts)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
 
 def create_writer_app(
     title: str,
-    settings: Settings,
+    settings: S,
     routers: Sequence[APIRouter],
     views: Mapping[str, type[TopicView]] | None = None,
     fast: APIRouter | None = None,
@@ -75,7 +77,7 @@ def create_writer_app(
             await publisher.stop()
 
     async def ready(app: FastAPI) -> bool:
-        parts: Parts = app.state.parts
+        parts: Parts[S] = app.state.parts
         return await parts.publisher.ping()
 
     app = create_app(title, lifespan, ready)

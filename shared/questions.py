@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.events import Id
-from shared.settings import Settings
+from shared.settings import SurveySettings
 
 DEFAULT_TEXTS = {
     "direction": "I know what is expected of me and where our team is heading.",
@@ -92,6 +92,6 @@ def _load(path: Path) -> Catalogue:
     return Catalogue.model_validate(yaml.safe_load(path.read_text()))
 
 
-def catalogue(settings: Settings) -> Catalogue:
+def catalogue(settings: SurveySettings) -> Catalogue:
     """The configured catalogue (read once per process)."""
     return DEFAULT if settings.questions_file is None else _load(settings.questions_file)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.settings import Settings
+from shared.settings import HttpSettings
 
 MAX_HEAD_BYTES = 32 * 1024  # request line and headers; common servers allow 8-16 KiB
 _END = b"\r\n\r\n"
@@ -69,7 +69,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head, self._head_bytes, self._tail = True, 0, b""  # keep-alive: next request
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
+def uvicorn_options(settings: HttpSettings) -> dict[str, Any]:
     """Keyword arguments of ``uvicorn.run`` for every Rapport service.
 
     uvicorn by default believes ``X-Forwarded-For`` from loopback: a client there could

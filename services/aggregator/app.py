@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 from shared import topics
 from shared.directory import Roster
 from shared.questions import catalogue
-from shared.settings import Settings
 
 from . import lag, once, service, transport
 from .aggregate import Aggregate
@@ -37,6 +36,7 @@ from .forward import Forward
 from .metrics import AggregatorMetrics
 from .output import Output, partitioner
 from .publish import Snapshots
+from .settings import AggregatorSettings
 from .surveys import Surveys
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ FETCH_RECORDS = 2000  # at most per fetch, so per batch
 INPUTS = (topics.RECOGNITION, topics.EVENTS, topics.SURVEY, topics.TEAM_FACTS)
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+def create_app(
+    settings: AggregatorSettings, registry: CollectorRegistry | None = None
+) -> faust.App:
     """Build the faust app with its topics, tables and stages (metrics in ``registry``)."""
     n = settings.topic_partitions
     app = faust.App(

@@ -25,12 +25,12 @@ from shared.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady
 from shared.events import Person
 from shared.kafka import Publisher
 from shared.questions import catalogue
-from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app, errors
 
 from . import mail, render, service, subscriptions
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
+from .settings import DigestSettings
 from .subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ class RunResult(BaseModel):
 class Digests:
     """Everything a digest needs: directory, snapshots, the delivery log, the sender."""
 
-    def __init__(self, settings: Settings, deliverer: Deliverer, smtp: mail.SmtpSender) -> None:
+    def __init__(
+        self, settings: DigestSettings, deliverer: Deliverer, smtp: mail.SmtpSender
+    ) -> None:
         self.settings = settings
         self.smtp = smtp
         self.directory = DirectoryView(settings)
@@ -100,7 +102,7 @@ class Digests:
         return await self.deliverer.deliver(manager.id, week, message, retry_failed=retry_failed)
 
 
-def due_week(manager: Person, now: datetime, settings: Settings) -> str | None:
+def due_week(manager: Person, now: datetime, settings: DigestSettings) -> str | None:
     """The week whose digest is due for ``manager`` now: the last one, once its hour came."""
     tz = ZoneInfo(manager.timezone)
     local = now.astimezone(tz)
@@ -168,7 +170,9 @@ async def run(_: AdminDep, digests: DigestsDep, week: Week = None) -> RunResult:
     return RunResult(week=label, outcomes=outcomes)
 
 
-def _page(settings: Settings, manager_id: str, subscribed: bool, changed: bool) -> HTMLResponse:
+def _page(
+    settings: DigestSettings, manager_id: str, subscribed: bool, changed: bool
+) -> HTMLResponse:
     return HTMLResponse(render.subscription_page(
         subscribed, changed, unsubscribe=subscriptions.url(settings, manager_id),
         subscribe=subscriptions.url(settings, manager_id, "subscribe"),
@@ -242,10 +246,10 @@ async def _schedule(digests: Digests, metrics: DigestMetrics) -> None:
             metrics.rounds.inc()
 
 
-def create(settings: Settings | None = None) -> FastAPI:
+def create(settings: DigestSettings | None = None) -> FastAPI:
     """Build the digest service app, with the weekly schedule running inside it."""
-    settings = settings or Settings()
-    settings.check_secrets("api_keys", "smtp_host", "digest_links")
+    settings = settings or DigestSettings()
+    settings.check_secrets()
     api_keys = ApiKeys.from_settings(settings)
     host = mail.smtp_host(settings)
 

@@ -26,10 +26,10 @@ from shared import topics
 from shared.codec import CloudEvent
 from shared.events import DIGEST_DELIVERY, DigestDelivery
 from shared.kafka import Publisher, Record
-from shared.settings import Settings
 from shared.views import TopicView, read_event
 
 from .mail import PermanentFailure
+from .settings import DigestSettings
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)  # longer than every SMTP try and back-off together
@@ -46,7 +46,7 @@ class Outcome(StrEnum):
 class DeliveryLog(TopicView):
     topic = topics.DIGEST_LOG
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DigestSettings) -> None:
         super().__init__(settings)
         self._entries: dict[str, list[DigestDelivery]] = {}
 
@@ -98,7 +98,7 @@ class DigestMetrics:
 class Deliverer:
     def __init__(
         self,
-        settings: Settings,
+        settings: DigestSettings,
         deliveries: DeliveryLog,
         publisher: Publisher,
         send: Callable[[EmailMessage], Awaitable[Any]],

@@ -19,7 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from shared.errors import SmtpUnavailable
-from shared.settings import Settings
+
+from .settings import DigestSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SMTP_CHECK_S = 3.0  # a run answers 503 within this when the mail server is down
 
 
 class SmtpSender:
-    def __init__(self, settings: Settings, host: str) -> None:
+    def __init__(self, settings: DigestSettings, host: str) -> None:
         self._settings = settings
         self._host = host
 
@@ -103,7 +104,7 @@ class Outbox:
         return "250 Message accepted for delivery"
 
 
-def start_outbox(settings: Settings) -> Controller:
+def start_outbox(settings: DigestSettings) -> Controller:
     """Run the local SMTP sink on 127.0.0.1:``smtp_port`` (development, no SMTP host)."""
     controller = Controller(Outbox(settings.outbox), hostname="127.0.0.1", port=settings.smtp_port)
     controller.start()
@@ -111,9 +112,9 @@ def start_outbox(settings: Settings) -> Controller:
     return controller
 
 
-def smtp_host(settings: Settings) -> str:
+def smtp_host(settings: DigestSettings) -> str:
     """The configured SMTP host; the local sink's in development."""
     if settings.smtp_host is not None:
         return settings.smtp_host
-    settings.check_secrets("smtp_host")
+    settings.check_secrets()
     return "127.0.0.1"

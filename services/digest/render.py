@@ -21,11 +21,11 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from shared.events import Person
-from shared.settings import Settings
 from shared.text import display_name
 
 from . import subscriptions
 from .service import UNRECOGNIZED_DAYS, Digest
+from .settings import DigestSettings
 
 MISSING = "\u2013"  # an en dash where a figure is not available
 
@@ -102,7 +102,7 @@ def chart(d: Digest) -> bytes:
         plt.close(fig)
 
 
-def html(d: Digest, chart_src: str, settings: Settings) -> str:
+def html(d: Digest, chart_src: str, settings: DigestSettings) -> str:
     return _env.get_template("digest.html.j2").render(
         d=d, subject=subject(d), chart_src=chart_src, k=settings.anonymity_k,
         unrecognized_days=UNRECOGNIZED_DAYS,
@@ -110,14 +110,14 @@ def html(d: Digest, chart_src: str, settings: Settings) -> str:
     )  # fmt: skip
 
 
-def text(d: Digest, settings: Settings) -> str:
+def text(d: Digest, settings: DigestSettings) -> str:
     return _env.get_template("digest.txt.j2").render(
         d=d, k=settings.anonymity_k, unrecognized_days=UNRECOGNIZED_DAYS,
         unsubscribe=subscriptions.url(settings, d.manager.id),
     )  # fmt: skip
 
 
-def preview(d: Digest, settings: Settings) -> str:
+def preview(d: Digest, settings: DigestSettings) -> str:
     """The HTML part exactly as sent, with the chart inlined for a browser."""
     return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), settings)
 
@@ -136,7 +136,7 @@ def recipient(person: Person) -> Address:
     return Address(display_name=display_name(person.name), addr_spec=person.email)
 
 
-def message(d: Digest, settings: Settings) -> EmailMessage:
+def message(d: Digest, settings: DigestSettings) -> EmailMessage:
     """The e-mail: plain text, then HTML with the chart as a related inline image."""
     domain = settings.message_id_domain
     msg = EmailMessage()

@@ -23,22 +23,23 @@ from shared import topics
 from shared.codec import CloudEvent
 from shared.events import DIGEST_SUBSCRIPTION, DigestSubscription
 from shared.kafka import Publisher, Record
-from shared.settings import Settings
 from shared.views import TopicView, read_event
 
+from .settings import DigestSettings
 
-def token(settings: Settings, manager_id: str) -> str:
+
+def token(settings: DigestSettings, manager_id: str) -> str:
     """The manager's link token: 43 URL-safe characters."""
     key = settings.digest_link_key.get_secret_value().encode()
     mac = hmac.new(key, b"digest-subscription\0" + manager_id.encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
 
-def valid(settings: Settings, manager_id: str, given: str) -> bool:
+def valid(settings: DigestSettings, manager_id: str, given: str) -> bool:
     return hmac.compare_digest(token(settings, manager_id), given)
 
 
-def url(settings: Settings, manager_id: str, action: str = "unsubscribe") -> str:
+def url(settings: DigestSettings, manager_id: str, action: str = "unsubscribe") -> str:
     """The link to stop (or start) ``manager_id``'s digest."""
     path = f"/v1/digests/{action}/{quote(manager_id, safe='')}"
     return f"{settings.digest_url}{path}?token={token(settings, manager_id)}"
@@ -49,7 +50,7 @@ class Subscriptions(TopicView):
 
     topic = topics.DIGEST_SUBSCRIPTIONS
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DigestSettings) -> None:
         super().__init__(settings)
         self._stopped: set[str] = set()
 

@@ -7,19 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
 from shared.auth import Client, Require
-from shared.deps import IdempotencyKey, PartsDep, create_writer_app
+from shared.deps import IdempotencyKey, Parts, create_writer_app, get_parts
 from shared.events import SurveyRound
 from shared.questions import catalogue
-from shared.settings import Settings
 from shared.web import WRITE_ERRORS, errors
 
 from . import rounds as rounds_
 from . import service
 from .models import Accepted, QuestionsOut, RoundIn, SelfAssessmentIn, SurveyResponseIn
 from .rounds import RoundsView
+from .settings import FeedbackSettings
 
 WriterDep = Annotated[Client, Depends(Require("feedback:write"))]
 AdminDep = Annotated[Client, Depends(Require("feedback:admin"))]
+PartsDep = Annotated[Parts[FeedbackSettings], Depends(get_parts)]
 SurveyId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
 
 
@@ -116,10 +117,10 @@ async def post_self_assessment(
     return Accepted(event_id=event_id)
 
 
-def create(settings: Settings | None = None) -> FastAPI:
+def create(settings: FeedbackSettings | None = None) -> FastAPI:
     """Build the feedback service app; refuse an unsafe pseudonym key in production."""
-    settings = settings or Settings()
+    settings = settings or FeedbackSettings()
     # Pseudonyms are only as safe as their key.
-    settings.check_secrets("api_keys", "pseudonym_key")
+    settings.check_secrets()
     catalogue(settings)  # a broken questions file stops the service now, not per request
     return create_writer_app("Rapport feedback service", settings, [router], {"rounds": RoundsView})

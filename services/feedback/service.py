@@ -29,13 +29,13 @@ from shared.events import (
 )
 from shared.kafka import Publisher, Record
 from shared.questions import Catalogue
-from shared.settings import Settings
 
 from .models import SelfAssessmentIn, SurveyResponseIn
 from .rounds import RoundsView
+from .settings import FeedbackSettings
 
 
-def pseudonym(settings: Settings, person_id: str) -> str:
+def pseudonym(settings: FeedbackSettings, person_id: str) -> str:
     """The keyed HMAC of a person id (128 bits, hex)."""
     key = settings.pseudonym_key.get_secret_value().encode()
     return hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()[:32]
@@ -67,7 +67,7 @@ async def accept_response(
     *,
     idempotency_key: str | None,
     client: Client,
-    settings: Settings,
+    settings: FeedbackSettings,
     questions: Catalogue,
     directory: DirectoryView,
     rounds: RoundsView,

@@ -10,23 +10,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared.connections import Thresholds
 from shared.directory import DirectoryView
 from shared.errors import BrokerUnavailable, NotReady
-from shared.settings import Settings
 from shared.snapshots import SnapshotView
 from shared.web import create_app
 
 from .collector import AppreciationCollector, ConnectionCollector, TrustCollector
+from .settings import MetricsSettings
 
 
-def create(settings: Settings | None = None) -> FastAPI:
+def create(settings: MetricsSettings | None = None) -> FastAPI:
     """Build the metrics service app."""
-    settings = settings or Settings()
+    settings = settings or MetricsSettings()
     directory = DirectoryView(settings)
     snapshots = SnapshotView(settings)
 
-    connections = ConnectionCollector(directory, snapshots, Thresholds.of(settings))
+    connections = ConnectionCollector(directory, snapshots, settings.thresholds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI
 
 from shared.auth import Client, Require
-from shared.deps import IdempotencyKey, PartsDep, create_writer_app
+from shared.deps import IdempotencyKey, create_writer_app
 from shared.errors import InvalidInput, NotFound
 from shared.events import Person
 from shared.fastpath import DirectRoute
-from shared.settings import Settings
 from shared.web import WRITE_ERRORS, errors
 
 from . import service, slack
@@ -23,6 +22,8 @@ from .models import (
     RecognitionBatchIn,
     RecognitionIn,
 )
+from .service import PartsDep
+from .settings import RecognitionSettings
 
 WriterDep = Annotated[Client, Depends(Require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(Require("directory:write"))]
@@ -104,10 +105,10 @@ async def delete_person(
     return PeopleAccepted(accepted=1)
 
 
-def create(settings: Settings | None = None) -> FastAPI:
+def create(settings: RecognitionSettings | None = None) -> FastAPI:
     """Build the recognition service app: its API, and the Slack app's routes."""
-    settings = settings or Settings()
-    settings.check_secrets("slack")  # a Slack app names its workspace and app id
+    settings = settings or RecognitionSettings()
+    settings.check_secrets()  # a Slack app names its workspace and app id
     app = create_writer_app(
         "Rapport recognition service", settings, [router, slack.router], fast=writes
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Depends
 
 from shared import topics
 from shared.auth import Client
 from shared.codec import CloudEvent, format_time
-from shared.deps import Parts
+from shared.deps import Parts, get_parts
 from shared.errors import InvalidInput
 from shared.events import (
     PERSON,
@@ -23,6 +25,9 @@ from shared.events import (
 from shared.kafka import Publisher, Record
 
 from .models import RecognitionIn
+from .settings import RecognitionSettings
+
+PartsDep = Annotated[Parts[RecognitionSettings], Depends(get_parts)]
 
 
 def source_for(client: Client) -> str:
@@ -91,7 +96,7 @@ async def accept_recognitions(
     batch: bool,
     idempotency_key: str | None,
     client: Client,
-    parts: Parts,
+    parts: Parts[RecognitionSettings],
 ) -> list[str]:
     """Validate all (all-or-nothing), publish all, return the event ids once acknowledged."""
     ids = event_ids(requests, idempotency_key)

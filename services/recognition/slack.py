@@ -38,15 +38,16 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from shared.auth import ApiKeys, Client
-from shared.deps import Parts, PartsDep
+from shared.deps import Parts
 from shared.directory import DirectoryView
 from shared.errors import BrokerUnavailable, InvalidInput, Unavailable
 from shared.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
-from shared.settings import Settings
 from shared.text import is_blank
 
 from . import service
 from .models import RecognitionIn
+from .service import PartsDep
+from .settings import RecognitionSettings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -112,7 +113,7 @@ def not_in_directory(slack_ids: list[str], you: bool = False) -> Refused:
 
 
 async def kudos_of(
-    kudos: Kudos, giver_slack_id: str, settings: Settings, directory: DirectoryView
+    kudos: Kudos, giver_slack_id: str, settings: RecognitionSettings, directory: DirectoryView
 ) -> tuple[Person, list[Person]]:
     """The giver and recipients of a ``/kudos``, or :class:`Refused` saying what is wrong."""
     valid = list(settings.values)
@@ -157,7 +158,7 @@ def event_id(kind: str, *parts: str) -> str:
     return f"slack-{kind}-{digest}"
 
 
-async def published(recognition: RecognitionIn, parts: Parts) -> bool:
+async def published(recognition: RecognitionIn, parts: Parts[RecognitionSettings]) -> bool:
     """Publish; whether the broker acknowledged it. :class:`Refused` if the checks refuse
     it after all (the directory changed in between, say)."""
     try:
@@ -206,7 +207,7 @@ class Signed:
 
 async def verified(request: Request) -> Signed:
     """Dependency: the body of a request signed by Slack with our secret, or 401."""
-    parts: Parts = request.app.state.parts
+    parts: Parts[RecognitionSettings] = request.app.state.parts
     settings = parts.settings
     if settings.slack_signing_secret is None:
         raise HTTPException(404, "Slack is not set up here (RAPPORT_SLACK_SIGNING_SECRET)")
@@ -295,7 +296,7 @@ def parsed(model: type[M], data: Any, *at: str) -> M:
         ) from None
 
 
-def check_workspace(settings: Settings, team_id: str, app_id: str) -> None:
+def check_workspace(settings: RecognitionSettings, team_id: str, app_id: str) -> None:
     """403 for a request signed with the app's secret for another workspace or app (the
     same app installed elsewhere, say): it counts nothing here."""
     for what, want, got in (("workspace", settings.slack_team_id, team_id),
@@ -304,7 +305,7 @@ def check_workspace(settings: Settings, team_id: str, app_id: str) -> None:
             raise HTTPException(403, f"this request is for another Slack {what} ({got[:32]!r})")
 
 
-async def record_command(cmd: Command, kudos: Kudos, parts: Parts) -> bool:
+async def record_command(cmd: Command, kudos: Kudos, parts: Parts[RecognitionSettings]) -> bool:
     """Check and publish a ``/kudos``; whether the broker acknowledged it."""
     giver, recipients = await kudos_of(kudos, cmd.user_id, parts.settings, parts.directory)
     day = datetime.now(UTC).date().isoformat()
@@ -420,7 +421,7 @@ async def events(
 
 
 async def reaction_kudos(
-    reaction: Reaction, emoji: str, settings: Settings, directory: DirectoryView
+    reaction: Reaction, emoji: str, settings: RecognitionSettings, directory: DirectoryView
 ) -> RecognitionIn:
     """The recognition a reaction gives, or :class:`Refused` saying why there is none."""
     if reaction.reactor == reaction.author:
@@ -442,7 +443,7 @@ async def reaction_kudos(
     )  # fmt: skip
 
 
-async def tell(settings: Settings, channel: str, user: str, text: str) -> None:
+async def tell(settings: RecognitionSettings, channel: str, user: str, text: str) -> None:
     """An ephemeral note to ``user`` in ``channel`` through Slack's Web API (bot token)."""
     if settings.slack_bot_token is None:
         log.info("a Slack reaction did not count (%s); no bot token to say so", text)

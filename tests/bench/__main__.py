@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
+from services.settings import RunSettings
 from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port, start_tansu
 from shared.codec import CloudEvent, encode
@@ -222,7 +223,7 @@ def embedded(broker: str) -> Iterator[tuple[Settings, dict[str, str]]]:
             stack.callback(tansu.wait, timeout=10)
             stack.callback(tansu.terminate)
         os.environ.update(env)
-        settings = Settings()
+        settings = RunSettings()
         asyncio.run(create_topics(settings))
         log(f"{BROKERS[broker]}, files in {var}")
         try:

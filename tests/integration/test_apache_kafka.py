@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.aggregator import transport
 from services.aggregator.app import create_app
+from services.aggregator.settings import AggregatorSettings
 from shared import topics
 from shared.apache_kafka import KafkaCluster
 from shared.broker import free_port, start_tansu
@@ -135,7 +136,7 @@ def test_producers_are_idempotent_outside_embedded_mode_or_refuse_to_start(
 def test_the_aggregator_produces_idempotently_on_apache_kafka_only() -> None:
     """Pins faust's ``Producer._settings_extra``, which ``transport.IdempotentProducer``
     overrides: it must still be where faust's producer settings are completed."""
-    on_kafka = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    on_kafka = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     assert on_kafka.producer._settings_extra() == {"acks": "all", "enable_idempotence": True}
 
     async def given_to_aiokafka() -> bool:
@@ -144,7 +145,7 @@ def test_the_aggregator_produces_idempotently_on_apache_kafka_only() -> None:
         return producer._txn_manager is not None  # aiokafka: set only when idempotent
 
     assert asyncio.run(given_to_aiokafka())
-    embedded = create_app(Settings())
+    embedded = create_app(AggregatorSettings())
     assert "enable_idempotence" not in embedded.producer._settings_extra()
 
 

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from services.digest import service
 from services.digest.api import create as create_digest
+from services.digest.settings import DigestSettings
 from services.feedback.api import create as create_feedback
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
@@ -276,7 +277,7 @@ def test_a_digest_goes_to_one_address_whatever_the_name_and_one_failure_stops_no
                         "DIGEST_CHECK_S": "3600", "DIGEST_ATTEMPTS": "1"}.items():  # fmt: skip
         monkeypatch.setenv(f"RAPPORT_{name}", value)
     week = service.week_label(LAST_WEEK.date())
-    with TestClient(create_digest(Settings()), headers=headers) as digest:
+    with TestClient(create_digest(DigestSettings()), headers=headers) as digest:
         run = digest.post("/v1/digests/run", params={"week": week})
         assert run.status_code == 200, run.text
         outcomes = run.json()["outcomes"]
@@ -319,7 +320,7 @@ def test_a_digest_week_must_be_a_real_complete_iso_week(
 ) -> None:
     monkeypatch.setenv("RAPPORT_SMTP_PORT", str(free_port()))  # the development mail sink
     headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
-    with TestClient(create_digest(Settings()), headers=headers) as digest:
+    with TestClient(create_digest(DigestSettings()), headers=headers) as digest:
         answers = [
             digest.post("/v1/digests/run", params={"week": week}),
             digest.get("/v1/digests/lee/preview", params={"week": week}),

@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 
 from services.feedback.api import create
 from services.feedback.rounds import MAX_OPEN_ROUNDS
+from services.feedback.settings import DEV_PSEUDONYM_KEY, FeedbackSettings
 from services.recognition.api import create as create_recognition
 from shared import topics
 from shared.auth import ensure_dev_key
 from shared.broker import free_port, wait_for_port
 from shared.codec import decode
-from shared.settings import DEFAULT_DIMENSIONS, DEV_PSEUDONYM_KEY, Settings
+from shared.settings import DEFAULT_DIMENSIONS, Settings
 from tests.support.kafka import read_all
 from tests.support.people import as_json, person, team
 
@@ -69,7 +70,7 @@ def test_a_yaml_file_replaces_the_catalogue(
         "  - {id: q3, dimension: wellbeing, text: I can switch off after work.}\n"
     )
     monkeypatch.setenv("RAPPORT_QUESTIONS_FILE", str(path))
-    with TestClient(create(Settings())) as c:
+    with TestClient(create(FeedbackSettings())) as c:
         body = c.get("/v1/questions").json()
     assert [i["id"] for i in body["items"]] == ["q1", "q2", "q3"]
     assert body["dimensions"] == ["direction", "wellbeing"]
@@ -169,7 +170,7 @@ def test_401_without_a_key_and_403_without_the_scope(
 ) -> None:
     keys = [{"name": "slack", "key": "k-slack", "scopes": ["recognition:write"]}]
     monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
-    with TestClient(create(Settings())) as c:
+    with TestClient(create(FeedbackSettings())) as c:
         assert c.post("/v1/survey-responses", json=RESPONSE).status_code == 401
         wrong = c.post(
             "/v1/survey-responses", json=RESPONSE, headers={"Authorization": "Bearer k-slack"}
@@ -207,7 +208,9 @@ def test_a_writer_key_cannot_open_or_close_rounds_and_rounds_are_bounded(
 ) -> None:
     keys = [{"name": "tool", "key": "k-tool", "scopes": ["feedback:write"]}]
     monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
-    with TestClient(create(Settings()), headers={"Authorization": "Bearer k-tool"}) as writer:
+    with TestClient(
+        create(FeedbackSettings()), headers={"Authorization": "Bearer k-tool"}
+    ) as writer:
         assert writer.post("/v1/survey-rounds", json={"survey_id": "x"}).status_code == 403
         assert writer.post("/v1/survey-rounds/2026-11/close").status_code == 403
     for n in range(MAX_OPEN_ROUNDS - 1):  # one is open already

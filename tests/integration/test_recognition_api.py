@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from services.recognition import api, slack
 from services.recognition.api import create
+from services.recognition.settings import RecognitionSettings
 from shared import topics
 from shared.auth import ensure_dev_key
 from shared.codec import decode
@@ -140,7 +141,9 @@ def test_403_for_a_key_without_the_scope(
 ) -> None:
     keys = [{"name": "survey", "key": "k-survey", "scopes": ["feedback:write"]}]
     monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
-    with TestClient(create(Settings()), headers={"Authorization": "Bearer k-survey"}) as c:
+    with TestClient(
+        create(RecognitionSettings()), headers={"Authorization": "Bearer k-survey"}
+    ) as c:
         response = c.post("/v1/recognitions", json=KUDOS)
     assert response.status_code == 403
     assert "recognition:write" in response.json()["message"]
@@ -187,7 +190,7 @@ def test_429_with_retry_after_past_the_rate_limit(
 ) -> None:
     monkeypatch.setenv("RAPPORT_RATE_LIMIT_PER_S", "0.01")  # one request, then one per 100 s
     key = ensure_dev_key(settings)
-    with TestClient(create(Settings()), headers={"Authorization": f"Bearer {key}"}) as c:
+    with TestClient(create(RecognitionSettings()), headers={"Authorization": f"Bearer {key}"}) as c:
         assert c.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
         limited = c.post("/v1/recognitions", json=KUDOS)
     assert limited.status_code == 429

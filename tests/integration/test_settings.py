@@ -12,10 +12,13 @@ import pytest
 from pydantic import SecretStr
 
 from services.digest.api import create as create_digest
+from services.digest.settings import DigestSettings
 from services.feedback.api import create as create_feedback
+from services.feedback.settings import FeedbackSettings
 from services.recognition.api import create as create_recognition
+from services.recognition.settings import RecognitionSettings
 from shared.auth import ApiKeys
-from shared.settings import Settings, UnsafeSettings
+from shared.settings import ApiSettings, Settings, UnsafeSettings
 
 LONG = "k" * 32
 
@@ -26,7 +29,7 @@ def keys(*pairs: tuple[str, str]) -> SecretStr:
 
 
 def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
-    settings = Settings(var_dir=tmp_path)  # the embedded broker, but production defaults
+    settings = ApiSettings(var_dir=tmp_path)  # the embedded broker, but production defaults
     assert settings.embedded and not settings.development
     with pytest.raises(UnsafeSettings, match="RAPPORT_API_KEYS is not set"):
         ApiKeys.from_settings(settings)
@@ -34,12 +37,13 @@ def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("create", "named"),
+    ("create", "kind", "named"),
     [
-        (create_recognition, ["RAPPORT_API_KEYS"]),
-        (create_feedback, ["RAPPORT_API_KEYS", "RAPPORT_PSEUDONYM_KEY"]),
+        (create_recognition, RecognitionSettings, ["RAPPORT_API_KEYS"]),
+        (create_feedback, FeedbackSettings, ["RAPPORT_API_KEYS", "RAPPORT_PSEUDONYM_KEY"]),
         (
             create_digest,
+            DigestSettings,
             [
                 "RAPPORT_API_KEYS",
                 "RAPPORT_SMTP_HOST",
@@ -50,28 +54,28 @@ def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
     ],
 )
 def test_each_service_names_every_missing_secret(
-    create: object, named: list[str], tmp_path: Path
+    create: object, kind: type[Settings], named: list[str], tmp_path: Path
 ) -> None:
     assert callable(create)
     with pytest.raises(UnsafeSettings) as refused:
-        create(Settings(var_dir=tmp_path))
+        create(kind(var_dir=tmp_path))
     assert [p.split(" ", 1)[0] for p in refused.value.problems] == named
 
 
 def test_keys_shorter_than_32_characters_refuse_to_load_outside_development(
     tmp_path: Path,
 ) -> None:
-    short = Settings(var_dir=tmp_path, api_keys=keys(("slack", "change-me-1"), ("hr", LONG)))
+    short = ApiSettings(var_dir=tmp_path, api_keys=keys(("slack", "change-me-1"), ("hr", LONG)))
     with pytest.raises(UnsafeSettings, match="key 'slack' is shorter than 32") as refused:
         ApiKeys.from_settings(short)
     assert "change-me-1" not in str(refused.value)  # the key itself is never printed
     assert ApiKeys.from_settings(short.model_copy(update={"environment": "development"}))
-    ok = ApiKeys.from_settings(Settings(var_dir=tmp_path, api_keys=keys(("hr", LONG))))
+    ok = ApiKeys.from_settings(ApiSettings(var_dir=tmp_path, api_keys=keys(("hr", LONG))))
     assert ok.authenticate(LONG) is not None
 
 
 def test_a_production_service_starts_with_its_secrets(tmp_path: Path) -> None:
-    settings = Settings(
+    settings = FeedbackSettings(
         var_dir=tmp_path, api_keys=keys(("hr", LONG)), pseudonym_key=SecretStr("p" * 32)
     )
     assert create_feedback(settings).title == "Rapport feedback service"
@@ -80,7 +84,7 @@ def test_a_production_service_starts_with_its_secrets(tmp_path: Path) -> None:
 
 
 def test_development_generates_the_dev_key(tmp_path: Path) -> None:
-    settings = Settings(var_dir=tmp_path, environment="development")
+    settings = ApiSettings(var_dir=tmp_path, environment="development")
     dev = ApiKeys.from_settings(settings)
     assert dev.authenticate(settings.dev_key_file.read_text().strip()) is not None
 

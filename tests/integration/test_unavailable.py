@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.digest.api import create as create_digest
+from services.digest.settings import DigestSettings
 from services.feedback.api import create as create_feedback
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
@@ -110,7 +111,7 @@ def test_digest_routes_without_a_broker_or_a_mail_server(
     # A mail server that is not there: nothing listens on its port.
     monkeypatch.setenv("RAPPORT_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("RAPPORT_SMTP_PORT", str(free_port()))
-    api = serve(lambda _: create_digest(Settings()))
+    api = serve(lambda _: create_digest(DigestSettings()))
     body = unavailable(lambda: api.post("/v1/digests/run?week=2026-W40"), "smtp_unavailable")
     assert "SMTP server" in body["message"]
     broker.stop()

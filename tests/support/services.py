@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from services.settings import RunSettings
 from shared.broker import free_port
-from shared.settings import Settings
 from shared.topics import create_topics
 from tests.support import ROOT
 from tests.support.brokers import Broker
@@ -49,11 +49,11 @@ def env(broker: Broker, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings for in-process services, with every topic created."""
+def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> RunSettings:
+    """Settings for in-process services (every service's), with every topic created."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    s = Settings()
+    s = RunSettings()
     asyncio.run(create_topics(s))
     return s
 

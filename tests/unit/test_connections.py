@@ -14,9 +14,9 @@ import pytest
 
 from services.aggregator import service
 from services.metrics.collector import connection_families
+from services.metrics.settings import MetricsSettings
 from shared import connections as cx
 from shared.events import RecognitionGiven, TeamSnapshot, TeamTrust
-from shared.settings import Settings
 from tests.support.people import person
 
 TODAY = date(2026, 11, 22)
@@ -186,14 +186,14 @@ def test_redelivered_or_reordered_facts_leave_the_links_as_they_were() -> None:
 
 
 def test_thresholds_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cx.Thresholds.of(Settings()) == cx.Thresholds()  # the same defaults in both
+    assert MetricsSettings().thresholds == cx.Thresholds()  # the same defaults in both
     for name, value in {"TRADING_MIN": "7", "TRADING_SHARE": "0.6", "RING_MIN": "4",
                         "BURST_MIN": "20", "BURST_FACTOR": "3"}.items():  # fmt: skip
         monkeypatch.setenv(f"RAPPORT_{name}", value)
-    assert cx.Thresholds.of(Settings()) == cx.Thresholds(7, 0.6, 4, 20, 3.0)
+    assert MetricsSettings().thresholds == cx.Thresholds(7, 0.6, 4, 20, 3.0)
     monkeypatch.setenv("RAPPORT_TRADING_SHARE", "0")
     with pytest.raises(ValueError, match="trading_share"):
-        Settings()
+        MetricsSettings()
 
 
 def test_the_metrics_service_exports_each_figure_per_team_and_window() -> None:

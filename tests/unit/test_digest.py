@@ -13,6 +13,7 @@ from services.aggregator import trust as agg
 from services.digest import render, subscriptions
 from services.digest.api import due_week
 from services.digest.service import Digest, NotAManager, build
+from services.digest.settings import DigestSettings
 from shared import connections as cx
 from shared import trust as tr
 from shared.directory import DirectoryView
@@ -21,7 +22,7 @@ from shared.questions import DEFAULT
 from shared.settings import DEFAULT_DIMENSIONS, Settings
 
 K = 5
-SETTINGS = Settings(anonymity_k=K, mail_from="Rapport <r@mail.x.io>")
+SETTINGS = DigestSettings(anonymity_k=K, mail_from="Rapport <r@mail.x.io>")
 TUESDAY = datetime(2026, 11, 10, 10, tzinfo=UTC)  # in 2026-W46
 PEOPLE = [
     Person(id="lee", name="Lee Lead", email="lee@x.io", team_id="alpha"),
@@ -180,10 +181,10 @@ def test_one_recognition_is_one_recognition() -> None:
 
 
 def test_the_message_id_domain_comes_from_its_setting() -> None:
-    s = Settings(mail_from="Rapport <r@x.io>", mail_domain="digest.example.org")
+    s = DigestSettings(mail_from="Rapport <r@x.io>", mail_domain="digest.example.org")
     assert str(render.message(digest(), s)["Message-ID"]).endswith("@digest.example.org>")
     with pytest.raises(ValueError, match="mail_domain"):
-        Settings(mail_domain="no domain")
+        DigestSettings(mail_domain="no domain")
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def test_a_digest_is_due_at_nine_on_monday_in_the_managers_timezone(
     timezone: str, now: datetime, week: str | None
 ) -> None:
     manager = PEOPLE[0].model_copy(update={"timezone": timezone})
-    assert due_week(manager, now, Settings()) == week
+    assert due_week(manager, now, DigestSettings()) == week
 
 
 def test_names_reach_the_digest_without_control_or_bidirectional_characters() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from services.recognition import slack
 from services.recognition.api import create
-from shared.settings import Settings
+from services.recognition.settings import RecognitionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_the_manifest_points_slack_at_the_services_routes() -> None:
     assert kudos["command"] == "/kudos" and kudos["should_escape"] is True
     events = manifest["settings"]["event_subscriptions"]
     assert events["bot_events"] == ["reaction_added"]
-    app = create(Settings(environment="development"))
+    app = create(RecognitionSettings(environment="development"))
     assert urlparse(kudos["url"]).path == app.url_path_for(slack.command.__name__)
     assert urlparse(events["request_url"]).path == app.url_path_for(slack.events.__name__)
     assert {"commands", "chat:write", "reactions:read"} <= set(

@@ -28,9 +28,9 @@ from mode import Worker as ModeWorker
 
 from services.aggregator import service, transport
 from services.aggregator.app import create_app
+from services.aggregator.settings import AggregatorSettings
 from shared import topics
 from shared.logs import Repeats
-from shared.settings import Settings
 
 OVERRIDES = [
     (transport.ConsumerThread, driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
@@ -69,7 +69,7 @@ def test_every_override_still_overrides_a_library_method_of_the_same_shape(
 
 
 def test_the_short_fetch_wait_reaches_aiokafkas_fetcher() -> None:
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
 
     async def worker_consumer() -> AIOKafkaConsumer:
         thread = app.consumer._new_consumer_thread()
@@ -84,15 +84,15 @@ def test_the_short_fetch_wait_reaches_aiokafkas_fetcher() -> None:
 
 
 def test_the_app_consumes_and_produces_through_the_tuned_transport() -> None:
-    on_kafka = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    on_kafka = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     assert isinstance(on_kafka.consumer, transport.Consumer)
     assert not isinstance(on_kafka.consumer, transport.GapGuardedConsumer)
     assert isinstance(on_kafka.producer, transport.IdempotentProducer)
-    assert isinstance(create_app(Settings()).consumer, transport.GapGuardedConsumer)
+    assert isinstance(create_app(AggregatorSettings()).consumer, transport.GapGuardedConsumer)
 
 
 def test_mode_calls_the_root_logger_hook_so_repeated_library_lines_are_held_back() -> None:
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     root = logging.getLogger()
     before = list(root.handlers)
     try:
@@ -119,14 +119,14 @@ def test_output_reaches_aiokafkas_producer_and_its_batches() -> None:
 
 
 def test_a_workers_active_partitions_come_from_faust_assignor() -> None:
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     assert transport.active_partitions(app, "rapport.aggregator.team-facts.v1") == set()
 
 
 def test_faust_judges_a_partition_idle_by_the_time_the_lanes_set() -> None:
     """``transport.Consumer._taken_in`` sets the monitor's ``stream_inbound_time``, which
     faust's consumer thread reads to decide that a partition's stream is stuck."""
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     assert isinstance(app.monitor.stream_inbound_time, dict)
     check = inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)
     assert "monitor.stream_inbound_time.get(tp)" in check
@@ -141,7 +141,7 @@ def test_a_seek_runs_on_the_consumer_thread() -> None:
     ``Consumer._seek`` hands the call to that thread instead."""
     assert "self._thread.seek(partition, offset)" in inspect.getsource(driver.Consumer._seek)
     assert "del self._records[tp]" in inspect.getsource(Fetcher.seek_to)
-    consumer = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9")).consumer
+    consumer = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9")).consumer
     seeks: list[tuple[int, TP, int]] = []
 
     class ConsumerThread:  # mode's call_thread runs the call on the thread's own loop
@@ -169,7 +169,7 @@ def test_a_table_recovers_from_where_its_data_ends_and_keeps_its_standbys() -> N
     """``transport.Store``: faust's recovery starts a partition at the store's
     ``persisted_offset`` (its own in-memory store says None: from the start, every
     time), and its data and offsets stay for active and standby partitions only."""
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     table = app.tables[topics.TEAM_DAYS_TABLE]
     store = transport.store_of(table)
     changelog = table.changelog_topic.get_topic_name()
@@ -200,7 +200,7 @@ def test_a_table_recovers_from_where_its_data_ends_and_keeps_its_standbys() -> N
 def test_the_id_tables_keep_what_they_read_from_the_changelog_in_arrays() -> None:
     """The team-days and event-ids tables keep their ids in ``service.Ids`` (8 bytes an
     id) whether written by this worker or recovered; other tables keep what they read."""
-    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"))
+    app = create_app(AggregatorSettings(kafka_bootstrap_servers="127.0.0.1:9"))
     same = lambda x: x  # noqa: E731  # the raw JSON is decoded already here
     for name in (topics.TEAM_DAYS_TABLE, topics.EVENT_IDS_TABLE, topics.TEAM_TRUST_TABLE):
         table = app.tables[name]

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.aggregator import trust
+from services.aggregator.settings import AggregatorSettings
 from services.aggregator.surveys import RoundIsClosed, Surveys, closed_key
 from shared import trust as tr
 from shared.codec import CloudEvent
@@ -24,7 +25,6 @@ from shared.events import (
     TeamTrust,
 )
 from shared.questions import Catalogue, Item
-from shared.settings import Settings
 
 K = 5
 QUESTIONS = Catalogue(items=(Item(id="direction", dimension="direction", text="d"),
@@ -233,6 +233,6 @@ def test_iso_week_and_trailing_windows() -> None:
 def test_thresholds_can_never_be_set_below_3(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(name, "2")
     with pytest.raises(ValidationError, match="greater than or equal to 3"):
-        Settings()
+        AggregatorSettings()
     monkeypatch.setenv(name, "3")
-    assert Settings().anonymity_k + Settings().comment_k == 3 + 5
+    assert AggregatorSettings().anonymity_k + AggregatorSettings().comment_k == 3 + 5
