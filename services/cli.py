@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shared.settings import Settings, UnsafeSettings
+from shared.infra.settings import Settings, UnsafeSettings
 
 if TYPE_CHECKING:
     from services.settings import RunSettings
@@ -29,7 +29,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def _logging() -> None:
-    from shared.logs import quiet_repeats
+    from shared.infra.logs import quiet_repeats
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_repeats()
@@ -39,7 +39,7 @@ def _logging() -> None:
 def topics() -> None:
     """Create every missing topic with its settings, then check every topic's partitions,
     replication and settings against what Rapport needs (exit 1 if one differs)."""
-    from shared.topics import check_topics, create_topics
+    from shared.contract.topics import check_topics, create_topics
 
     settings = Settings()
     created = asyncio.run(create_topics(settings))
@@ -58,8 +58,8 @@ def topics() -> None:
 @app.command()
 def broker() -> None:
     """Run the embedded broker (Tansu, memory storage) in the foreground, with topics."""
-    from shared.broker import start_tansu
-    from shared.topics import create_topics
+    from shared.contract.topics import create_topics
+    from shared.infra.broker import start_tansu
 
     settings = Settings()
     proc = start_tansu(settings.embedded_broker_port, quiet=False)
@@ -82,11 +82,17 @@ def kafka(
     brokers: Annotated[int, typer.Option(help="Nodes: 1, or 3 (replication 3).")] = 1,
 ) -> None:
     """Run Apache Kafka (KRaft) from its Maven jars on free loopback ports, with topics;
-    Ctrl-C stops every node."""
+    Ctrl-C stops every node. Development tooling: not in the image."""
     import signal
 
-    from shared.apache_kafka import KAFKA_VERSION, KafkaCluster
-    from shared.topics import create_topics
+    from shared.contract.topics import create_topics
+
+    try:
+        from shared.devtools.apache_kafka import KAFKA_VERSION, KafkaCluster
+    except ModuleNotFoundError:  # an installed Rapport (the image): pyproject leaves it out
+        typer.echo("error: `rapport kafka` is development tooling; run it from a clone "
+                   "of the repository (make run, make test)", err=True)  # fmt: skip
+        raise typer.Exit(2) from None
 
     if brokers not in (1, 3):
         raise typer.BadParameter("1 or 3", param_hint="--brokers")
@@ -109,8 +115,8 @@ def _serve(module: str, port: int) -> None:
 
     import uvicorn
 
-    from shared.server import uvicorn_options
-    from shared.settings import HttpSettings
+    from shared.infra.server import uvicorn_options
+    from shared.infra.settings import HttpSettings
 
     _logging()
     create = importlib.import_module(f"services.{module}.api").create
@@ -200,7 +206,7 @@ def aggregator() -> None:
     from services.aggregator import transport
     from services.aggregator.app import create_app
     from services.aggregator.settings import AggregatorSettings
-    from shared.topics import TopicsMismatch, check_partitions
+    from shared.contract.topics import TopicsMismatch, check_partitions
 
     _release_large_buffers()
     _collect_garbage_less_often()
@@ -238,7 +244,7 @@ def demo(
 def _api_key(settings: RunSettings) -> str:
     if settings.api_key is not None:
         return settings.api_key.get_secret_value()
-    from shared.auth import ensure_dev_key
+    from shared.infra.auth import ensure_dev_key
 
     if not settings.development:
         raise typer.BadParameter("set RAPPORT_API_KEY to a key with the needed scopes")
@@ -253,7 +259,7 @@ def directory_import(
     slack_id; a header row names them: manager_id, timezone, active and slack_id may be left
     out)."""
     from services.recognition.directory_import import import_people
-    from shared.errors import RapportError
+    from shared.infra.errors import RapportError
 
     _logging()
     try:
@@ -277,9 +283,9 @@ def run(
     from honcho.manager import Manager
 
     from services.settings import RunSettings
-    from shared.auth import ApiKeys, ensure_dev_key
-    from shared.broker import start_tansu
-    from shared.topics import create_topics
+    from shared.contract.topics import create_topics
+    from shared.infra.auth import ApiKeys, ensure_dev_key
+    from shared.infra.broker import start_tansu
 
     _logging()
     settings = RunSettings()

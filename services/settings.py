@@ -25,7 +25,7 @@ from services.digest.settings import DigestSettings
 from services.feedback.settings import FeedbackSettings
 from services.metrics.settings import MetricsSettings
 from services.recognition.settings import RecognitionSettings
-from shared.settings import ApiSettings, HttpSettings, Settings, SurveySettings
+from shared.infra.settings import ApiSettings, HttpSettings, Settings, SurveySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"

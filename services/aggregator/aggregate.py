@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from faust.types import Message
 
-from shared import topics
-from shared.codec import dlq_reason
-from shared.questions import Catalogue
+from shared.contract import topics
+from shared.contract.codec import dlq_reason
+from shared.readmodels.questions import Catalogue
 
 from . import service
 from .batches import TURN

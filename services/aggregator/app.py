@@ -24,9 +24,9 @@ from aiokafka import TopicPartition
 from faust.types import Message
 from prometheus_client import CollectorRegistry
 
-from shared import topics
-from shared.directory import Roster
-from shared.questions import catalogue
+from shared.contract import topics
+from shared.readmodels.directory import Roster
+from shared.readmodels.questions import catalogue
 
 from . import lag, once, service, transport
 from .aggregate import Aggregate

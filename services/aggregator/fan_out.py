@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from faust.types import Message
 from pydantic import ValidationError
 
-from shared import topics
-from shared.codec import CloudEvent, CodecError, decode
-from shared.directory import Roster
-from shared.events import RECOGNITION_GIVEN, RecognitionGiven, event_key
-from shared.kafka import partition_for
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, CodecError, decode
+from shared.contract.events import RECOGNITION_GIVEN, RecognitionGiven, event_key
+from shared.infra.kafka import partition_for
+from shared.readmodels.directory import Roster
 
 from . import once, service
 from .batches import TURN

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 from faust.types import Message
 
-from shared import topics
-from shared.codec import CloudEvent, CodecError, decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, CodecError, decode
+from shared.contract.events import (
     ROUND_CLOSED,
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
@@ -23,7 +23,7 @@ from shared.events import (
     SelfAssessed,
     SurveyResponded,
 )
-from shared.questions import Catalogue
+from shared.readmodels.questions import Catalogue
 
 from .output import Output, Sent, headers_of
 

@@ -20,9 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
-from shared import topics
-from shared.gaps import log_ends
-from shared.settings import Settings
+from shared.contract import topics
+from shared.infra.gaps import log_ends
+from shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 EVERY_S = 5.0

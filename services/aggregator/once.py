@@ -1,7 +1,7 @@
 """Once per event: the same (source, id) is fanned out once, whatever else its record says.
 
 A recognition's partition of ``rapport.recognition.v1`` is its producer's choice (the
-services key it by event, see ``shared.events.event_key``); the fan-out stage sends a
+services key it by event, see ``shared.contract.events.event_key``); the fan-out stage sends a
 record that is not on its event's partition to that partition of the internal events
 topic first, so that one worker, holding one partition of this state, sees every record
 of an event.

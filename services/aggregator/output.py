@@ -11,8 +11,8 @@ from typing import Any, cast
 import faust
 from faust.types import TP, Message
 
-from shared.codec import dlq_reason
-from shared.kafka import Batches, partition_for
+from shared.contract.codec import dlq_reason
+from shared.infra.kafka import Batches, partition_for
 
 from . import service, transport
 from .metrics import AggregatorMetrics
@@ -29,7 +29,7 @@ def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
 
 def partitioner(partitions: int) -> Callable[[str], int]:
     """The partition a producer picks for a team id among ``partitions``; remembered, as
-    teams are few (an event's key is new each time: ``shared.kafka.partition_for``)."""
+    teams are few (an event's key is new each time: ``shared.infra.kafka.partition_for``)."""
 
     @functools.cache
     def partition_of(team_id: str) -> int:
@@ -42,7 +42,7 @@ class Output:
     """Where the stages write.
 
     ``batches.add`` and ``changelog`` gather records into one produce batch per topic
-    and partition (``shared.kafka.Batches``: a stage writes a record or more an event,
+    and partition (``shared.infra.kafka.Batches``: a stage writes a record or more an event,
     one a bucket touched), which go out once the stage yields to the event loop; a
     batch's ``acked`` is done once the broker has acknowledged it.
     ``send`` is faust's producer as is, for the rare records without a partition.

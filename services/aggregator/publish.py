@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import topics
-from shared.codec import CloudEvent, encode
-from shared.events import TEAM_SNAPSHOT
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, encode
+from shared.contract.events import TEAM_SNAPSHOT
 
 from . import service
 from .metrics import AggregatorMetrics

@@ -27,8 +27,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from shared.codec import format_time
-from shared.events import DayActivity, RecognitionGiven, TeamTrust
+from shared.contract.codec import format_time
+from shared.contract.events import DayActivity, RecognitionGiven, TeamTrust
 
 SNAPSHOT_DAYS = 63  # 8 ISO weeks of history for the digest's trend, plus today
 # Every record a worker writes itself stays under this (the broker's default limit is

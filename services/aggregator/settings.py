@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import SurveySettings
+from shared.infra.settings import SurveySettings
 
 
 class AggregatorSettings(SurveySettings):

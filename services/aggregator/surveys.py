@@ -1,8 +1,8 @@
 """The survey stage's table (team-trust): what each survey-topic event changes in it.
 
 Keys, each record small whatever one team sends (ARCHITECTURE §7, issue: bounded state):
-- ``{team}``: the team's closed-round results and leader predictions (``trust.State``)
-- ``{team}|{survey}|{respondent}``: one answer to a round still open (``trust.Unit``)
+- ``{team}``: the team's closed-round results and leader predictions (``rounds.State``)
+- ``{team}|{survey}|{respondent}``: one answer to a round still open (``rounds.Unit``)
 - ``{team}#comments|{survey}``: the comments published with a closed round
 - ``#closed|{partition}``: the rounds closed on that partition, and when
 
@@ -18,11 +18,11 @@ from collections.abc import Callable, MutableMapping
 from datetime import datetime
 from typing import Any
 
-from shared.codec import CloudEvent
-from shared.events import RoundClosed, SelfAssessed, SurveyResponded, TeamTrust
-from shared.questions import Catalogue
+from shared.contract.codec import CloudEvent
+from shared.contract.events import RoundClosed, SelfAssessed, SurveyResponded, TeamTrust
+from shared.readmodels.questions import Catalogue
 
-from . import trust
+from . import rounds
 
 Update = tuple[str, Any]  # a key and its new value; None deletes it
 MAX_CLOSED = 200  # rounds remembered as closed per partition (answers to them refused)
@@ -75,7 +75,7 @@ class Surveys:
         state = self.data.get(team_id)
         surveys = [r["s"] for r in state["results"]] if state else []
         comments = {s: self.data.get(comments_key(team_id, s)) or [] for s in surveys}
-        return trust.team_trust(state, comments)
+        return rounds.team_trust(state, comments)
 
     def changes(
         self,
@@ -96,12 +96,12 @@ class Surveys:
             raise RoundIsClosed(f"round {item.survey_id!r} closed before this reached the log")
         if isinstance(item, SelfAssessed):
             state = copy.deepcopy(self.data.get(item.team_id))
-            assessed = trust.assess(state, item, event_id, ce.time)
+            assessed = rounds.assess(state, item, event_id, ce.time)
             if assessed is None:
                 return [], set()
             return self._team(item.team_id, assessed, ce.time), {item.team_id}
         key = unit_key(item.team_id, item.survey_id, item.respondent)
-        unit = trust.respond(self.data.get(key), item, event_id, ce.time)
+        unit = rounds.respond(self.data.get(key), item, event_id, ce.time)
         # Nothing published moves while the round is open: no team to republish.
         return ([(key, unit)], set()) if unit is not None else ([], set())
 
@@ -120,20 +120,20 @@ class Surveys:
                 continue
             units = [self.data[k] for k in sorted(keys)]
             updates += [(k, None) for k in sorted(keys)]  # raw answers go at closing
-            closing = trust.close(units, survey_id, self._dimension_of, self._k, self._ck)
+            closing = rounds.close(units, survey_id, self._dimension_of, self._k, self._ck)
             if closing is None:
                 continue  # fewer than k respondents: nothing is ever published
             result, comments = closing
             if comments:
                 updates.append((comments_key(team_id, survey_id), comments))
-            state = trust.add_result(copy.deepcopy(self.data.get(team_id)), result)
+            state = rounds.add_result(copy.deepcopy(self.data.get(team_id)), result)
             updates += self._team(team_id, state, when)
             moved.add(team_id)
         return updates, moved
 
-    def _team(self, team_id: str, state: trust.State, when: datetime) -> list[Update]:
+    def _team(self, team_id: str, state: rounds.State, when: datetime) -> list[Update]:
         """A team's new state, pruned as of ``when`` (event time: a replay prunes alike)."""
-        gone = trust.prune(state, when)
+        gone = rounds.prune(state, when)
         return [(team_id, state)] + [(comments_key(team_id, s), None) for s in gone]
 
     def commit(self, updates: list[Update]) -> None:

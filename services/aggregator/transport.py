@@ -1,7 +1,7 @@
 """Every reach into faust's, mode's and aiokafka's internals, each with its reason (and a
 pin in tests/unit/test_transport.py): input topics read a fetch at a time, a short fetch
 wait, an idempotent producer on Apache Kafka, on the embedded broker a consumer that
-never moves past a skipped offset (see ``shared.gaps`` for why), tables that know how
+never moves past a skipped offset (see ``shared.infra.gaps`` for why), tables that know how
 far into their changelog they are, and a worker that stops within seconds."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from faust.stores import memory
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, EventT, Message, StoreT
 
-from shared.gaps import GapGuard, log_ends
-from shared.logs import quiet_repeats
+from shared.infra.gaps import GapGuard, log_ends
+from shared.infra.logs import quiet_repeats
 
 log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
@@ -166,7 +166,7 @@ class GapGuardedConsumer(Consumer):
         await super().seek_wait(partitions)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        # What faust recovers a table up to; Tansu's own answer stops short (shared.gaps).
+        # What faust recovers a table up to; Tansu's own answer stops short (shared.infra.gaps).
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.transport.url)
         ends = await log_ends(
             bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in partitions]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from shared.settings import DEFAULT_DIMENSIONS
+from shared.infra.settings import DEFAULT_DIMENSIONS
 
 from . import surveys
 

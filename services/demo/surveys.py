@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from shared.settings import DEFAULT_DIMENSIONS
+from shared.infra.settings import DEFAULT_DIMENSIONS
 
 ROUNDS = {"pulse-1": 4, "pulse-2": 0}  # survey id -> weeks before the last complete week
 DEMO_K = 5  # the default anonymity threshold

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from shared.events import Person
-from shared.text import display_name
+from shared.contract.events import Person
+from shared.contract.text import display_name
 
 if TYPE_CHECKING:
     from .service import TrustPart

@@ -18,15 +18,15 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from shared import connections as cx
-from shared.auth import ApiKeys, Client, Require
-from shared.directory import DirectoryView
-from shared.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady
-from shared.events import Person
-from shared.kafka import Publisher
-from shared.questions import catalogue
-from shared.snapshots import SnapshotView
-from shared.web import create_app, errors
+from shared.contract.events import Person
+from shared.figures import connections as cx
+from shared.infra.auth import ApiKeys, Client, Require
+from shared.infra.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady
+from shared.infra.kafka import Publisher
+from shared.infra.web import create_app, errors
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.questions import catalogue
+from shared.readmodels.snapshots import SnapshotView
 
 from . import mail, render, service, subscriptions
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome

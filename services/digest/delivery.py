@@ -22,11 +22,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from shared import topics
-from shared.codec import CloudEvent
-from shared.events import DIGEST_DELIVERY, DigestDelivery
-from shared.kafka import Publisher, Record
-from shared.views import TopicView, read_event
+from shared.contract import topics
+from shared.contract.codec import CloudEvent
+from shared.contract.events import DIGEST_DELIVERY, DigestDelivery
+from shared.infra.kafka import Publisher, Record
+from shared.infra.views import TopicView, read_event
 
 from .mail import PermanentFailure
 from .settings import DigestSettings

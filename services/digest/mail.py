@@ -18,7 +18,7 @@ import aiosmtplib
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from shared.errors import SmtpUnavailable
+from shared.infra.errors import SmtpUnavailable
 
 from .settings import DigestSettings
 

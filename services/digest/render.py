@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # no display: render to PNG in memory
 import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from shared.events import Person
-from shared.text import display_name
+from shared.contract.events import Person
+from shared.contract.text import display_name
 
 from . import subscriptions
 from .service import UNRECOGNIZED_DAYS, Digest

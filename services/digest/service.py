@@ -1,7 +1,7 @@
 """What a manager's weekly digest says, computed from the directory and team snapshots.
 
 Team figures are for the one team the manager leads; people are named only when they
-report to the manager. Trust figures come from k-anonymous blocks (``shared.trust``), so
+report to the manager. Trust figures come from k-anonymous blocks (``shared.figures.trust``), so
 a team below k shows none.
 """
 
@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from shared import appreciation as ap
-from shared import connections as cx
-from shared import trust as tr
-from shared.directory import DirectoryView
-from shared.events import Person, TeamSnapshot
-from shared.questions import Catalogue
+from shared.contract.events import Person, TeamSnapshot
+from shared.figures import appreciation as ap
+from shared.figures import connections as cx
+from shared.figures import trust as tr
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.questions import Catalogue
 
 from .actions import names, suggest
 
@@ -52,7 +52,7 @@ class TrustPart:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionsPart:
-    """Over the 28 days to the week's end (``shared.connections``)."""
+    """Over the 28 days to the week's end (``shared.figures.connections``)."""
 
     breadth: int  # other teams the team exchanged recognition with
     breadth_before: int  # the same, 28 days to a week earlier
@@ -177,7 +177,7 @@ def build(
     questions: Catalogue,
 ) -> Digest:
     """The digest of ``manager_id`` about ISO week ``week``; ``graph_of(last_day, days)``
-    is who recognized whom in a window (``shared.connections.graph``)."""
+    is who recognized whom in a window (``shared.figures.connections.graph``)."""
     manager = directory.get(manager_id)
     if manager is None or not manager.active:
         raise NotAManager(f"unknown or inactive person {manager_id!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from shared.settings import MIN_SECRET_LENGTH, ApiSettings, SurveySettings
+from shared.infra.settings import MIN_SECRET_LENGTH, ApiSettings, SurveySettings
 
 DEV_LINK_KEY = "rapport-dev-digest-link-key"
 

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from shared import topics
-from shared.codec import CloudEvent
-from shared.events import DIGEST_SUBSCRIPTION, DigestSubscription
-from shared.kafka import Publisher, Record
-from shared.views import TopicView, read_event
+from shared.contract import topics
+from shared.contract.codec import CloudEvent
+from shared.contract.events import DIGEST_SUBSCRIPTION, DigestSubscription
+from shared.infra.kafka import Publisher, Record
+from shared.infra.views import TopicView, read_event
 
 from .settings import DigestSettings
 

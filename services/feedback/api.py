@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
-from shared.auth import Client, Require
-from shared.deps import IdempotencyKey, Parts, create_writer_app, get_parts
-from shared.events import SurveyRound
-from shared.questions import catalogue
-from shared.web import WRITE_ERRORS, errors
+from shared.contract.events import SurveyRound
+from shared.infra.auth import Client, Require
+from shared.infra.deps import IdempotencyKey, Parts, create_writer_app, get_parts
+from shared.infra.web import WRITE_ERRORS, errors
+from shared.readmodels.questions import catalogue
 
 from . import rounds as rounds_
 from . import service

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.events import Id, Score, SurveyAnswers
-from shared.questions import Item
+from shared.contract.events import Id, Score, SurveyAnswers
+from shared.readmodels.questions import Item
 
 
 class SurveyResponseIn(SurveyAnswers):

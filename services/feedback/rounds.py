@@ -26,11 +26,9 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from shared import topics
-from shared.auth import Client
-from shared.codec import CloudEvent, CodecError, decode
-from shared.errors import BrokerUnavailable, InvalidInput, NotFound
-from shared.events import (
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, CodecError, decode
+from shared.contract.events import (
     ROUND_CLAIM,
     ROUND_CLOSED,
     SURVEY_ROUND,
@@ -38,9 +36,11 @@ from shared.events import (
     RoundClosed,
     SurveyRound,
 )
-from shared.kafka import Publisher, Record
-from shared.settings import Settings
-from shared.views import TopicView
+from shared.infra.auth import Client
+from shared.infra.errors import BrokerUnavailable, InvalidInput, NotFound
+from shared.infra.kafka import Publisher, Record
+from shared.infra.settings import Settings
+from shared.infra.views import TopicView
 
 log = logging.getLogger(__name__)
 MAX_OPEN_ROUNDS = 10  # at once: each holds its answers until it closes

@@ -13,12 +13,9 @@ import hmac
 import uuid
 from datetime import datetime
 
-from shared import topics
-from shared.auth import Client
-from shared.codec import CloudEvent
-from shared.directory import DirectoryView
-from shared.errors import InvalidInput
-from shared.events import (
+from shared.contract import topics
+from shared.contract.codec import CloudEvent
+from shared.contract.events import (
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
     Event,
@@ -27,8 +24,11 @@ from shared.events import (
     SurveyResponded,
     event_time,
 )
-from shared.kafka import Publisher, Record
-from shared.questions import Catalogue
+from shared.infra.auth import Client
+from shared.infra.errors import InvalidInput
+from shared.infra.kafka import Publisher, Record
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.questions import Catalogue
 
 from .models import SelfAssessmentIn, SurveyResponseIn
 from .rounds import RoundsView

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from shared.settings import MIN_SECRET_LENGTH, ApiSettings, SurveySettings
+from shared.infra.settings import MIN_SECRET_LENGTH, ApiSettings, SurveySettings
 
 DEV_PSEUDONYM_KEY = "rapport-dev-pseudonym-key"
 

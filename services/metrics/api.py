@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared.directory import DirectoryView
-from shared.errors import BrokerUnavailable, NotReady
-from shared.snapshots import SnapshotView
-from shared.web import create_app
+from shared.infra.errors import BrokerUnavailable, NotReady
+from shared.infra.web import create_app
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.snapshots import SnapshotView
 
 from .collector import AppreciationCollector, ConnectionCollector, TrustCollector
 from .settings import MetricsSettings

@@ -16,12 +16,12 @@ from datetime import UTC, date, datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared import appreciation as ap
-from shared import connections as cx
-from shared import trust as tr
-from shared.directory import DirectoryView
-from shared.events import Person, TeamSnapshot
-from shared.snapshots import SnapshotView
+from shared.contract.events import Person, TeamSnapshot
+from shared.figures import appreciation as ap
+from shared.figures import connections as cx
+from shared.figures import trust as tr
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.snapshots import SnapshotView
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.connections import Thresholds
-from shared.settings import HttpSettings
+from shared.figures.connections import Thresholds
+from shared.infra.settings import HttpSettings
 
 DEFAULT = Thresholds()
 

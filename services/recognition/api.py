@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from shared.auth import Client, Require
-from shared.deps import IdempotencyKey, create_writer_app
-from shared.errors import InvalidInput, NotFound
-from shared.events import Person
-from shared.fastpath import DirectRoute
-from shared.web import WRITE_ERRORS, errors
+from shared.contract.events import Person
+from shared.infra.auth import Client, Require
+from shared.infra.deps import IdempotencyKey, create_writer_app
+from shared.infra.errors import InvalidInput, NotFound
+from shared.infra.fastpath import DirectRoute
+from shared.infra.web import WRITE_ERRORS, errors
 
 from . import service, slack
 from .models import (
@@ -28,7 +28,7 @@ from .settings import RecognitionSettings
 WriterDep = Annotated[Client, Depends(Require("recognition:write"))]
 DirectoryWriterDep = Annotated[Client, Depends(Require("directory:write"))]
 
-# The single POST on the fast path (shared/fastpath.py): 2,570 against 2,036 requests a
+# The single POST on the fast path (shared/infra/fastpath.py): 2,570 against 2,036 requests a
 # second on FastAPI's own route class (`make bench`, Tansu). The batch gained 1%: not on it.
 writes = APIRouter(prefix="/v1", responses=WRITE_ERRORS, route_class=DirectRoute)
 router = APIRouter(prefix="/v1", responses=WRITE_ERRORS)

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
-from shared.auth import Client
-from shared.errors import InvalidInput
-from shared.events import Person
-from shared.kafka import Publisher
-from shared.settings import Settings
+from shared.contract.events import Person
+from shared.infra.auth import Client
+from shared.infra.errors import InvalidInput
+from shared.infra.kafka import Publisher
+from shared.infra.settings import Settings
 
 from .service import publish_people
 

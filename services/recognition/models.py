@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.events import Person, RecognitionFields
+from shared.contract.events import Person, RecognitionFields
 
 MAX_BATCH = 500
 

@@ -9,12 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
-from shared import topics
-from shared.auth import Client
-from shared.codec import CloudEvent, format_time
-from shared.deps import Parts, get_parts
-from shared.errors import InvalidInput
-from shared.events import (
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, format_time
+from shared.contract.events import (
     PERSON,
     RECOGNITION_GIVEN,
     Person,
@@ -22,7 +19,10 @@ from shared.events import (
     event_key,
     event_time,
 )
-from shared.kafka import Publisher, Record
+from shared.infra.auth import Client
+from shared.infra.deps import Parts, get_parts
+from shared.infra.errors import InvalidInput
+from shared.infra.kafka import Publisher, Record
 
 from .models import RecognitionIn
 from .settings import RecognitionSettings

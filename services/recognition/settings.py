@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import ApiSettings
+from shared.infra.settings import ApiSettings
 
 
 class RecognitionSettings(ApiSettings):

@@ -37,12 +37,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from shared.auth import ApiKeys, Client
-from shared.deps import Parts
-from shared.directory import DirectoryView
-from shared.errors import BrokerUnavailable, InvalidInput, Unavailable
-from shared.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
-from shared.text import is_blank
+from shared.contract.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
+from shared.contract.text import is_blank
+from shared.infra.auth import ApiKeys, Client
+from shared.infra.deps import Parts
+from shared.infra.errors import BrokerUnavailable, InvalidInput, Unavailable
+from shared.readmodels.directory import DirectoryView
 
 from . import service
 from .models import RecognitionIn

@@ -29,14 +29,14 @@ import httpx
 import orjson
 
 from services.settings import RunSettings
-from shared.apache_kafka import KafkaCluster
-from shared.broker import free_port, start_tansu
-from shared.codec import CloudEvent, encode
-from shared.events import RECOGNITION_GIVEN, Person, event_key
-from shared.kafka import LINGER_MS, partition_for
-from shared.settings import Settings
-from shared.topics import RECOGNITION, SNAPSHOTS, create_topics
-from shared.views import partitions_of
+from shared.contract.codec import CloudEvent, encode
+from shared.contract.events import RECOGNITION_GIVEN, Person, event_key
+from shared.contract.topics import RECOGNITION, SNAPSHOTS, create_topics
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.broker import free_port, start_tansu
+from shared.infra.kafka import LINGER_MS, partition_for
+from shared.infra.settings import Settings
+from shared.infra.views import partitions_of
 from tests.support.kafka import put_people
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -663,7 +663,7 @@ def write(results: dict[str, Any]) -> None:
         "`*_failed` counts answers other than 2xx and requests timed out; the raw "
         "producer sends the same records with aiokafka (acks=all), one `send` each (the "
         "ceiling of `ingest_batch_ratio`); the raw batch producer appends them to aiokafka's "
-        "produce batches itself, 500 at a time, as the services do (`shared.kafka.Batches`), "
+        "produce batches itself, 500 at a time, as the services do (`shared.infra.kafka.Batches`), "
         "which costs less a record: the service can pass the first, not the second.\n"
         "- aggregator: one worker drains 200,000 preloaded recognitions (1,000 people, 50 "
         "teams), timed from its first recognition until the team snapshots add up to "

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from shared.broker import free_port
+from shared.infra.broker import free_port
 from tests.support import ROOT, wait_until
 
 DEPLOY = ROOT / "deploy"

@@ -14,12 +14,12 @@ import orjson
 from fastapi.testclient import TestClient
 
 from services.recognition.api import create
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.codec import DLQ_REASON, CloudEvent
-from shared.events import RECOGNITION_GIVEN
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.codec import DLQ_REASON, CloudEvent
+from shared.contract.events import RECOGNITION_GIVEN
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.settings import Settings
 from tests.support import wait_until
 from tests.support.kafka import (
     kudos_event,

@@ -20,15 +20,15 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services.aggregator import transport
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
-from shared import topics
-from shared.apache_kafka import KafkaCluster
-from shared.broker import free_port, start_tansu
-from shared.codec import CloudEvent, decode
-from shared.errors import BrokerUnavailable
-from shared.events import PERSON
-from shared.kafka import BrokerRefusedIdempotence, Publisher, Record
-from shared.settings import Settings
-from shared.topics import create_topics
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, decode
+from shared.contract.events import PERSON
+from shared.contract.topics import create_topics
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.broker import free_port, start_tansu
+from shared.infra.errors import BrokerUnavailable
+from shared.infra.kafka import BrokerRefusedIdempotence, Publisher, Record
+from shared.infra.settings import Settings
 from tests.support import ROOT, wait_until
 from tests.support.kafka import produce_raw, read_all
 from tests.support.services import rapport_env

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.apache_kafka import KAFKA_VERSION, broker_settings
+from shared.devtools.apache_kafka import KAFKA_VERSION, broker_settings
 from tests.support import ROOT
 
 SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_PSEUDONYM_KEY": "k" * 32,

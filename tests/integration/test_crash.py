@@ -16,10 +16,10 @@ from subprocess import Popen
 import pytest
 
 from services.aggregator import transport
-from shared import topics
-from shared.broker import free_port
-from shared.codec import decode
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.codec import decode
+from shared.infra.broker import free_port
+from shared.infra.settings import Settings
 from tests.support import wait_until
 from tests.support.kafka import kudos_event, latest_snapshots, produce, put_people, read_all, totals
 from tests.support.metrics import scrape

@@ -30,13 +30,13 @@ from services.digest.settings import DigestSettings
 from services.feedback.api import create as create_feedback
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.codec import CloudEvent
-from shared.events import TEAM_SNAPSHOT, DimensionSums, TeamSnapshot, TeamTrust, TrustBlock
-from shared.kafka import Publisher, Record
-from shared.settings import DEFAULT_DIMENSIONS, Settings
+from shared.contract import topics
+from shared.contract.codec import CloudEvent
+from shared.contract.events import TEAM_SNAPSHOT, DimensionSums, TeamSnapshot, TeamTrust, TrustBlock
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.kafka import Publisher, Record
+from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
 from tests.support import wait_until
 from tests.support.metrics import parse
 from tests.support.people import as_json, person, team

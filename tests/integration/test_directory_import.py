@@ -9,8 +9,8 @@ from subprocess import Popen
 
 import orjson
 
-from shared import topics
-from shared.settings import Settings
+from shared.contract import topics
+from shared.infra.settings import Settings
 from tests.support.kafka import read_all
 
 HEADER = "id,name,email,team_id,manager_id,timezone,active,slack_id\n"

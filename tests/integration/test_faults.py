@@ -16,11 +16,11 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared import topics
-from shared.apache_kafka import KafkaCluster
-from shared.auth import ensure_dev_key
-from shared.broker import wait_for_port
-from shared.settings import Settings
+from shared.contract import topics
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import wait_for_port
+from shared.infra.settings import Settings
 from tests.support.kafka import put_people, totals
 from tests.support.people import spread
 from tests.support.services import rapport_env

@@ -19,11 +19,11 @@ from services.feedback.api import create
 from services.feedback.rounds import MAX_OPEN_ROUNDS
 from services.feedback.settings import DEV_PSEUDONYM_KEY, FeedbackSettings
 from services.recognition.api import create as create_recognition
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.broker import free_port, wait_for_port
-from shared.codec import decode
-from shared.settings import DEFAULT_DIMENSIONS, Settings
+from shared.contract import topics
+from shared.contract.codec import decode
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port, wait_for_port
+from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
 from tests.support.kafka import read_all
 from tests.support.people import as_json, person, team
 

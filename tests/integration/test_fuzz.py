@@ -34,9 +34,9 @@ from schemathesis.checks import (
 from schemathesis.schemas import BaseSchema
 from slack_sdk.signature import SignatureVerifier
 
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.settings import Settings
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.settings import Settings
 from tests.support import wait_until
 
 PER_SERVICE = 300  # cases, over the operations that take input

@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from services.aggregator.lag import CommittedLag
-from shared import topics
-from shared.settings import Settings
+from shared.contract import topics
+from shared.infra.settings import Settings
 from tests.support.kafka import produce_raw
 
 

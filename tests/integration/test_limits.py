@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.recognition.api import create
-from shared.auth import FAILED_BURST, FAILED_PER_S, ensure_dev_key
-from shared.broker import free_port
-from shared.server import MAX_HEAD_BYTES
-from shared.settings import Settings
-from shared.web import MAX_BODY_BYTES
+from shared.infra.auth import FAILED_BURST, FAILED_PER_S, ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.server import MAX_HEAD_BYTES
+from shared.infra.settings import Settings
+from shared.infra.web import MAX_BODY_BYTES
 from tests.support import wait_until
 
 KUDOS = {"giver_id": "p1", "recipient_ids": ["p2"], "message": "Thanks!", "values": ["growth"]}

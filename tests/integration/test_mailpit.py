@@ -24,9 +24,9 @@ from fastapi.testclient import TestClient
 from services.digest.api import create as create_digest
 from services.digest.service import week_label
 from services.recognition.api import create as create_recognition
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.settings import Settings
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.settings import Settings
 from tests.support import wait_until
 from tests.support.people import as_json, team
 

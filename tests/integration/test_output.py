@@ -15,9 +15,9 @@ from services.aggregator import transport
 from services.aggregator.app import create_app
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.output import Output
-from shared import topics
-from shared.settings import Settings
-from shared.topics import create_topics
+from shared.contract import topics
+from shared.contract.topics import create_topics
+from shared.infra.settings import Settings
 from tests.support.kafka import read_all
 
 

@@ -18,11 +18,11 @@ from subprocess import Popen
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer, libversion
 
-from shared import topics
-from shared.codec import DLQ_REASON, CloudEvent, decode, encode
-from shared.events import RECOGNITION_GIVEN
-from shared.kafka import partition_for
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.codec import DLQ_REASON, CloudEvent, decode, encode
+from shared.contract.events import RECOGNITION_GIVEN
+from shared.infra.kafka import partition_for
+from shared.infra.settings import Settings
 from tests.support import ROOT, wait_until
 from tests.support.kafka import put_people, read_all
 from tests.support.people import person

@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from services.recognition import api, slack
 from services.recognition.api import create
 from services.recognition.settings import RecognitionSettings
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.codec import decode
-from shared.deps import create_writer_app
-from shared.fastpath import DirectRoute
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.codec import decode
+from shared.infra.auth import ensure_dev_key
+from shared.infra.deps import create_writer_app
+from shared.infra.fastpath import DirectRoute
+from shared.infra.settings import Settings
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
 from tests.support.people import as_json, team
@@ -202,7 +202,7 @@ def test_429_with_retry_after_past_the_rate_limit(
 def test_the_fast_recognition_writes_answer_and_are_documented_as_fastapi_would(
     client: TestClient, settings: Settings
 ) -> None:
-    """The real routes on the fast path (shared/fastpath.py) against the same endpoints
+    """The real routes on the fast path (shared/infra/fastpath.py) against the same endpoints
     on FastAPI's own route class: the same answers, the same OpenAPI."""
     twin = APIRouter()
     for route in api.writes.routes:

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 
 from services.aggregator import service
 from services.recognition.api import create
-from shared import topics
-from shared.apache_kafka import KafkaCluster
-from shared.auth import ensure_dev_key
-from shared.codec import DLQ_REASON, decode
-from shared.events import Person
-from shared.settings import Settings
-from shared.views import partitions_of
+from shared.contract import topics
+from shared.contract.codec import DLQ_REASON, decode
+from shared.contract.events import Person
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.auth import ensure_dev_key
+from shared.infra.settings import Settings
+from shared.infra.views import partitions_of
 from tests.support import wait_until
 from tests.support.kafka import put_people, read_all
 from tests.support.services import rapport_env

@@ -17,8 +17,8 @@ from services.feedback.api import create as create_feedback
 from services.feedback.settings import FeedbackSettings
 from services.recognition.api import create as create_recognition
 from services.recognition.settings import RecognitionSettings
-from shared.auth import ApiKeys
-from shared.settings import ApiSettings, Settings, UnsafeSettings
+from shared.infra.auth import ApiKeys
+from shared.infra.settings import ApiSettings, Settings, UnsafeSettings
 
 LONG = "k" * 32
 

@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 from slack_sdk.signature import SignatureVerifier
 
 from services.recognition.api import create
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.broker import free_port, wait_for_port
-from shared.codec import decode
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.codec import decode
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port, wait_for_port
+from shared.infra.settings import Settings
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
 from tests.support.metrics import scrape

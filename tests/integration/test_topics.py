@@ -12,8 +12,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared import topics
-from shared.apache_kafka import KafkaCluster
+from shared.contract import topics
+from shared.devtools.apache_kafka import KafkaCluster
 from tests.support import ROOT
 
 DAY_MS = 86_400_000

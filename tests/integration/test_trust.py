@@ -26,12 +26,12 @@ from services.feedback.service import pseudonym
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
 from services.recognition.settings import RecognitionSettings
-from shared import topics
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.codec import DLQ_REASON, CloudEvent, decode
-from shared.events import SURVEY_RESPONSE
-from shared.settings import DEFAULT_DIMENSIONS, Settings
+from shared.contract import topics
+from shared.contract.codec import DLQ_REASON, CloudEvent, decode
+from shared.contract.events import SURVEY_RESPONSE
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
 from tests.support import wait_until
 from tests.support.kafka import produce, read_all
 from tests.support.metrics import parse, scrape

@@ -19,9 +19,9 @@ from services.digest.settings import DigestSettings
 from services.feedback.api import create as create_feedback
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
-from shared.auth import ensure_dev_key
-from shared.broker import free_port
-from shared.settings import Settings
+from shared.infra.auth import ensure_dev_key
+from shared.infra.broker import free_port
+from shared.infra.settings import Settings
 from tests.support.brokers import Broker
 from tests.support.people import as_json, team
 

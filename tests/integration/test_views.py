@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.directory import DirectoryView
-from shared.settings import Settings
+from shared.infra.settings import Settings
+from shared.readmodels.directory import DirectoryView
 from tests.support.kafka import put_people
 from tests.support.people import person
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.apache_kafka import KafkaCluster
-from shared.broker import free_port, start_tansu
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.broker import free_port, start_tansu
 
 KINDS = ["tansu", "kafka"]
 

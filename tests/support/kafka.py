@@ -10,11 +10,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared import topics
-from shared.codec import CloudEvent, decode, encode
-from shared.events import PERSON, RECOGNITION_GIVEN, Person
-from shared.settings import Settings
-from shared.views import partitions_of
+from shared.contract import topics
+from shared.contract.codec import CloudEvent, decode, encode
+from shared.contract.events import PERSON, RECOGNITION_GIVEN, Person
+from shared.infra.settings import Settings
+from shared.infra.views import partitions_of
 
 
 async def read_all(settings: Settings, topic: str, timeout_s: float = 5.0) -> list[Any]:
@@ -28,7 +28,7 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 5.0) -> li
         consumer.assign(tps)
         for tp in tps:  # not seek_to_beginning: Tansu's "earliest" can be past offset 0
             consumer.seek(tp, 0)
-        ends = await consumer.end_offsets(tps)  # see shared.views: whole batches come back
+        ends = await consumer.end_offsets(tps)  # see shared.infra.views: whole batches come back
         records: list[Any] = []
         async with asyncio.timeout(timeout_s):
             for tp in tps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shared.events import Person
+from shared.contract.events import Person
 
 
 def person(

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from services.settings import RunSettings
-from shared.broker import free_port
-from shared.topics import create_topics
+from shared.contract.topics import create_topics
+from shared.infra.broker import free_port
 from tests.support import ROOT
 from tests.support.brokers import Broker
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.apache_kafka import KafkaCluster
-from shared.broker import free_port
+from shared.devtools.apache_kafka import KafkaCluster
+from shared.infra.broker import free_port
 from tests.support import ROOT
 from tests.support.brokers import KINDS
 

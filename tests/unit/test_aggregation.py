@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from services.aggregator import service
-from shared.events import RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.contract.events import RecognitionGiven, TeamSnapshot, TeamTrust
 from tests.support.people import person, team
 
 PEOPLE = {p.id: p for p in [*team("a", "lead", ["ann", "bob"]), person("cid", "b")]}

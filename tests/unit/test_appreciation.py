@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from shared import appreciation as ap
-from shared.events import DayActivity, TeamSnapshot
+from shared.contract.events import DayActivity, TeamSnapshot
+from shared.figures import appreciation as ap
 
 TODAY = date(2026, 11, 22)
 

@@ -9,7 +9,7 @@ from cloudevents.core.bindings import kafka as sdk_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from shared.codec import DLQ_REASON, CloudEvent, CodecError, decode, dlq_reason, encode
+from shared.contract.codec import DLQ_REASON, CloudEvent, CodecError, decode, dlq_reason, encode
 
 EVENT = CloudEvent(
     id="e-1",

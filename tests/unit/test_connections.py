@@ -15,8 +15,8 @@ import pytest
 from services.aggregator import service
 from services.metrics.collector import connection_families
 from services.metrics.settings import MetricsSettings
-from shared import connections as cx
-from shared.events import RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.contract.events import RecognitionGiven, TeamSnapshot, TeamTrust
+from shared.figures import connections as cx
 from tests.support.people import person
 
 TODAY = date(2026, 11, 22)

@@ -9,17 +9,17 @@ from email.message import EmailMessage
 
 import pytest
 
-from services.aggregator import trust as agg
+from services.aggregator import rounds as agg
 from services.digest import render, subscriptions
 from services.digest.api import due_week
 from services.digest.service import Digest, NotAManager, build
 from services.digest.settings import DigestSettings
-from shared import connections as cx
-from shared import trust as tr
-from shared.directory import DirectoryView
-from shared.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
-from shared.questions import DEFAULT
-from shared.settings import DEFAULT_DIMENSIONS, Settings
+from shared.contract.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
+from shared.figures import connections as cx
+from shared.figures import trust as tr
+from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
+from shared.readmodels.directory import DirectoryView
+from shared.readmodels.questions import DEFAULT
 
 K = 5
 SETTINGS = DigestSettings(anonymity_k=K, mail_from="Rapport <r@mail.x.io>")

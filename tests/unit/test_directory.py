@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from services.recognition.service import person_record
-from shared.auth import Client
-from shared.codec import CloudEvent, encode
-from shared.directory import DirectoryView, Placement, Roster
-from shared.events import PERSON, Person
-from shared.settings import Settings
+from shared.contract.codec import CloudEvent, encode
+from shared.contract.events import PERSON, Person
+from shared.infra.auth import Client
+from shared.infra.settings import Settings
+from shared.readmodels.directory import DirectoryView, Placement, Roster
 
 
 def record(person_id: str, **fields: object) -> tuple[bytes, list[tuple[str, bytes]], bytes]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared.events import Person, RecognitionGiven
+from shared.contract.events import Person, RecognitionGiven
 
 BASE = {
     "giver_id": "p1",

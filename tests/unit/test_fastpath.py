@@ -17,8 +17,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.fastpath import DirectRoute, serve_first
-from shared.web import create_app, errors
+from shared.infra.fastpath import DirectRoute, serve_first
+from shared.infra.web import create_app, errors
 
 JSON = {"Content-Type": "application/json"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.gaps import GapGuard
+from shared.infra.gaps import GapGuard
 
 
 @dataclass(frozen=True)

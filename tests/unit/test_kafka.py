@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.kafka import partition_for
+from shared.infra.kafka import partition_for
 
 
 def test_partition_for_agrees_with_aiokafka_on_every_key_and_partition_count() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.logs import Repeats
+from shared.infra.logs import Repeats
 
 
 def test_repeated_errors_pass_once_per_interval_with_how_many_were_held() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.broker import free_port
+from shared.infra.broker import free_port
 
 
 def test_free_port_never_hands_out_one_port_twice() -> None:

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.recognition.slack import Kudos
-from shared.events import Person, RecognitionFields, SurveyAnswers
-from shared.text import display_name, is_blank
+from shared.contract.events import Person, RecognitionFields, SurveyAnswers
+from shared.contract.text import display_name, is_blank
 
 INVISIBLE = [
     "\u200b\u200b",  # zero-width spaces

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.settings import Settings
-from shared.topics import all_topics
+from shared.contract.topics import all_topics
+from shared.infra.settings import Settings
 from tests.support import ROOT
 
 

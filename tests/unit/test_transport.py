@@ -29,8 +29,8 @@ from mode import Worker as ModeWorker
 from services.aggregator import service, transport
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
-from shared import topics
-from shared.logs import Repeats
+from shared.contract import topics
+from shared.infra.logs import Repeats
 
 OVERRIDES = [
     (transport.ConsumerThread, driver.AIOKafkaConsumerThread, "_create_worker_consumer"),

@@ -11,12 +11,11 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from services.aggregator import trust
+from services.aggregator import rounds
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.surveys import RoundIsClosed, Surveys, closed_key
-from shared import trust as tr
-from shared.codec import CloudEvent
-from shared.events import (
+from shared.contract.codec import CloudEvent
+from shared.contract.events import (
     ROUND_CLOSED,
     SURVEY_RESPONSE,
     RoundClosed,
@@ -24,7 +23,8 @@ from shared.events import (
     SurveyResponded,
     TeamTrust,
 )
-from shared.questions import Catalogue, Item
+from shared.figures import trust as tr
+from shared.readmodels.questions import Catalogue, Item
 
 K = 5
 QUESTIONS = Catalogue(items=(Item(id="direction", dimension="direction", text="d"),
@@ -164,7 +164,7 @@ def test_enps_and_comments_need_their_own_k_and_comments_are_a_shuffled_sample()
     table.feed([response(i, 4, 4, comment=f"note {i}", survey="s2") for i in range(80)])
     table.close("s2")
     [comments] = table.published().comments
-    assert len(comments.comments) == trust.MAX_COMMENTS
+    assert len(comments.comments) == rounds.MAX_COMMENTS
     assert list(comments.comments) != sorted(comments.comments, key=lambda c: int(c[5:]))
 
 
@@ -197,18 +197,18 @@ def test_any_two_windows_differ_by_zero_or_at_least_k_respondents() -> None:
 
 def test_old_rounds_go_whole_with_their_comments() -> None:
     table = Table(ck=3)
-    for r in range(trust.MAX_RESULTS + 2):
+    for r in range(rounds.MAX_RESULTS + 2):
         table.feed([response(i, 4, 4, comment=f"{r}/{i}", survey=f"s{r}") for i in range(K)])
         table.close(f"s{r}")
     published = table.published()
-    assert len(published.blocks) == len(published.comments) == trust.MAX_RESULTS
+    assert len(published.blocks) == len(published.comments) == rounds.MAX_RESULTS
     assert "t#comments|s0" not in table.data and "t#comments|s2" in table.data
 
 
 def test_no_record_grows_with_the_team_or_its_rounds() -> None:
     table = Table()
     long = "\U0001f600" * 995  # four bytes a character in UTF-8
-    for r in range(trust.MAX_RESULTS + 3):
+    for r in range(rounds.MAX_RESULTS + 3):
         table.feed([response(i, 4, 4, 9, comment=f"{i}{long}", survey=f"s{r}")
                     for i in range(300)])  # fmt: skip
         answers = [len(orjson.dumps(v)) for k, v in table.data.items() if k.count("|") == 2]

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from shared.web import create_app
+from shared.infra.web import create_app
 from tests.support.metrics import parse
 
 JSON = {"Content-Type": "application/json"}

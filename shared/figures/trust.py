@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from shared.events import TeamTrust
+from shared.contract.events import TeamTrust
 
 PREDICTION_REACH = timedelta(days=28)  # a leader's prediction applies this long before a window
 

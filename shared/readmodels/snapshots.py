@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared import topics
-from shared.events import TeamSnapshot
-from shared.settings import Settings
-from shared.views import TopicView, read_event
+from shared.contract import topics
+from shared.contract.events import TeamSnapshot
+from shared.infra.settings import Settings
+from shared.infra.views import TopicView, read_event
 
 
 class SnapshotView(TopicView):

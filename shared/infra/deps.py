@@ -13,13 +13,13 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, FastAPI, Header, Request
 
-from shared.auth import ApiKeys
-from shared.directory import DirectoryView
-from shared.fastpath import serve_first
-from shared.kafka import Publisher
-from shared.settings import ApiSettings
-from shared.views import TopicView
-from shared.web import create_app
+from shared.infra.auth import ApiKeys
+from shared.infra.fastpath import serve_first
+from shared.infra.kafka import Publisher
+from shared.infra.settings import ApiSettings
+from shared.infra.views import TopicView
+from shared.infra.web import create_app
+from shared.readmodels.directory import DirectoryView
 
 S = TypeVar("S", bound=ApiSettings)
 
@@ -52,7 +52,7 @@ def create_writer_app(
     """A service that checks requests against the directory and publishes events.
 
     ``views`` are more topic views, each kept in ``app.state`` under its name; ``fast``
-    a router of direct routes, served ahead of the others (``shared.fastpath``). Refuses
+    a router of direct routes, served ahead of the others (``shared.infra.fastpath``). Refuses
     (``UnsafeSettings``) to be built without its keys outside development.
     """
     api_keys = ApiKeys.from_settings(settings)

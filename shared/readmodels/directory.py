@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from shared import topics
-from shared.codec import CodecError, decode
-from shared.events import Person
-from shared.settings import Settings
-from shared.views import TopicView
+from shared.contract import topics
+from shared.contract.codec import CodecError, decode
+from shared.contract.events import Person
+from shared.infra.settings import Settings
+from shared.infra.views import TopicView
 
 log = logging.getLogger(__name__)
 

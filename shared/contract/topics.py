@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.settings import Settings
+from shared.infra.settings import Settings
 
 RECOGNITION = "rapport.recognition.v1"
 SURVEY = "rapport.feedback.survey.v1"

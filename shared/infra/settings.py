@@ -23,10 +23,9 @@ DEFAULT_DIMENSIONS = (
     "partnership",
     "wellbeing",
 )
-DEV_PSEUDONYM_KEY = "rapport-dev-pseudonym-key"
-DEV_LINK_KEY = "rapport-dev-digest-link-key"
 MIN_SECRET_LENGTH = 32  # API keys and the pseudonym key, outside development
-# What an API key may do (shared.auth checks them; RAPPORT_API_KEYS's documentation lists them).
+# What an API key may do (shared.infra.auth checks them; RAPPORT_API_KEYS's description
+# lists them).
 SCOPES = frozenset(
     {"recognition:write", "feedback:write", "feedback:admin", "directory:write", "digest:admin"}
 )

@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.errors import InvalidInput
-from shared.text import is_blank
+from shared.contract.text import is_blank
+from shared.infra.errors import InvalidInput
 
 RECOGNITION_GIVEN = "rapport.recognition.given.v1"
 PERSON = "rapport.directory.person.v1"

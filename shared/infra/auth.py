@@ -6,7 +6,7 @@
 A request with a valid key is judged by that key alone: however many wrong keys came from
 its address (a shared proxy, a NAT), it is never slowed down for them. The address is
 the peer's, unless the peer is a proxy named in ``RAPPORT_TRUSTED_PROXIES``
-(``shared.server``): only then does ``X-Forwarded-For`` say who the client is.
+(``shared.infra.server``): only then does ``X-Forwarded-For`` say who the client is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, TypeAdapter
 
-from shared.settings import MIN_SECRET_LENGTH, SCOPES, ApiSettings, Settings, UnsafeSettings
+from shared.infra.settings import MIN_SECRET_LENGTH, SCOPES, ApiSettings, Settings, UnsafeSettings
 
 DEV_CLIENT = "dev"
 # Invalid keys one address may present in a burst, then one a second; addresses tracked.

@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
-from shared.codec import CodecError, decode
-from shared.errors import BrokerUnavailable, NotReady
-from shared.gaps import GapGuard
-from shared.settings import Settings
+from shared.contract.codec import CodecError, decode
+from shared.infra.errors import BrokerUnavailable, NotReady
+from shared.infra.gaps import GapGuard
+from shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -133,7 +133,7 @@ class TopicView(ABC):
         deadline = loop.time() + timeout_s
         try:
             # Tansu's end offset can be a batch's base + 1; a fetch returns whole batches,
-            # so a position past it has the whole batch (shared.gaps).
+            # so a position past it has the whole batch (shared.infra.gaps).
             async with asyncio.timeout_at(deadline):
                 ends = await consumer.end_offsets(list(consumer.assignment()))
         except (KafkaError, TimeoutError) as exc:

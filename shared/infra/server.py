@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.settings import HttpSettings
+from shared.infra.settings import HttpSettings
 
 MAX_HEAD_BYTES = 32 * 1024  # request line and headers; common servers allow 8-16 KiB
 _END = b"\r\n\r\n"

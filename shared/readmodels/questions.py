@@ -21,8 +21,8 @@ from typing import Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.events import Id
-from shared.settings import SurveySettings
+from shared.contract.events import Id
+from shared.infra.settings import SurveySettings
 
 DEFAULT_TEXTS = {
     "direction": "I know what is expected of me and where our team is heading.",

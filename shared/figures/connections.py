@@ -39,7 +39,7 @@ from datetime import date, timedelta
 
 import networkx as nx
 
-from shared.events import Person, TeamSnapshot
+from shared.contract.events import Person, TeamSnapshot
 
 BURST_HISTORY_DAYS = 28
 Hour = tuple[str, str]  # (giver id, "YYYY-MM-DDTHH" in UTC)

@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from murmurhash2 import murmurhash2
 
-from shared.codec import CloudEvent, Headers, encode
-from shared.errors import BrokerUnavailable
-from shared.settings import Settings
+from shared.contract.codec import CloudEvent, Headers, encode
+from shared.infra.errors import BrokerUnavailable
+from shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

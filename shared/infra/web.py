@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import InvalidInput, NotFound, RapportError, Unavailable
+from shared.infra.errors import InvalidInput, NotFound, RapportError, Unavailable
 
 MAX_BODY_BYTES = 2 << 20
 RETRY_AFTER_S = "5"

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.events import (
+from shared.contract.events import (
     CommentBlock,
     DimensionSums,
     EnpsBlock,

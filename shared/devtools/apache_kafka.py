@@ -27,7 +27,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from shared.broker import die_with_parent, free_port, wait_for_port
+from shared.infra.broker import die_with_parent, free_port, wait_for_port
 
 KAFKA_VERSION = "4.4.0"
 LOG4J_VERSION = "2.26.1"

@@ -1,4 +1,4 @@
-"""Domain errors, mapped to HTTP status codes in one place (``shared.web``).
+"""Domain errors, mapped to HTTP status codes in one place (``shared.infra.web``).
 
 RapportError
 ├── InvalidInput          422  the request breaks a rule (unknown person, value, ...)

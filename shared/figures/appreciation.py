@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import date, timedelta
 
-from shared.events import DayActivity, TeamSnapshot
+from shared.contract.events import DayActivity, TeamSnapshot
 
 WINDOWS = {"7d": 7, "28d": 28}
 UNRECOGNIZED_DAYS = 30
