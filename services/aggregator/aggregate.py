@@ -19,13 +19,11 @@ from faust.types import Message
 
 from shared.contract import topics
 from shared.contract.codec import dlq_reason
-from shared.readmodels.questions import Catalogue
 
 from . import service
 from .batches import TURN
-from .forward import feedback_of
-from .output import Output, Sent, headers_of
-from .publish import Snapshots
+from .output import DLQ_PARTITION, Output, Sent
+from .records import forwarded_feedback, is_survey
 from .surveys import Surveys
 from .transport import Store
 
@@ -43,17 +41,15 @@ class Aggregate:
         days: Store,
         surveys: Surveys,
         trust: Store,
-        questions: Catalogue,
         partition_of: Callable[[str], int],
-        snapshots: Snapshots,
+        changed: Callable[[str, str | None], None],
     ) -> None:
         self.out = out
         self.days = days  # the team-days table
         self.surveys = surveys
         self.trust = trust  # the team-trust table, kept by surveys
-        self.questions = questions
         self.partition_of = partition_of
-        self.snapshots = snapshots
+        self.changed = changed  # a team's tables changed (its day bucket, if one)
         # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
         self.seen_cache: OrderedDict[str, set[int]] = OrderedDict()
 
@@ -67,16 +63,15 @@ class Aggregate:
         sent: list[Sent] = []
         handled = 0
         for message in messages:
-            if any(h == "ce_type" for h, _ in headers_of(message)):
-                # A forwarded survey event (recognition facts carry no headers).
-                sent += await self.apply_feedback(message)
+            if is_survey(message):
+                sent += self.apply_feedback(message)
                 handled += 1
                 continue
             try:
                 team_facts = service.loads(message.value or b"[]")  # None: no facts
             except (ValueError, TypeError) as exc:  # not written by a worker: never a crash loop
                 reason = f"unreadable team facts: {exc}"
-                sent.append(await self.out.to_dlq(message, reason, FACTS_DLQ))
+                sent.append(self.out.to_dlq(message, reason, FACTS_DLQ))
                 continue
             for f in team_facts:
                 grouped[(service.table_key(f.team_id, f.day), message.partition)].append(f)
@@ -113,7 +108,7 @@ class Aggregate:
             sent.append(self.out.changelog(self.days, key, bucket, partition, raw))
         # Marked even for duplicates: a crash may have come before the snapshot of the
         # first delivery went out.
-        self.snapshots.changed(*service.split_key(key))
+        self.changed(*service.split_key(key))
         return sent
 
     def fit(
@@ -154,24 +149,23 @@ class Aggregate:
         sent: list[Sent] = []
         for raw in service.dumps_within(team_facts):
             self.out.metrics.dlq.labels(topics.TEAM_FACTS).inc()
-            batch = self.out.batches.add(FACTS_DLQ, 0, key.encode(), raw, [reason])
-            sent.append(batch.acked)
+            sent.append(self.out.write(FACTS_DLQ, DLQ_PARTITION, key.encode(), raw, [reason]))
         return sent
 
-    async def apply_feedback(self, message: Message) -> list[Sent]:
+    def apply_feedback(self, message: Message) -> list[Sent]:
         try:
-            ce, item = feedback_of(message, self.questions)
+            ce, item = forwarded_feedback(message)
             updates, moved = self.surveys.changes(ce, item, message.partition, self.partition_of)
         except Exception as exc:  # one record, whatever is wrong with it: never a crash loop
             log.warning("survey record at %s/%d not counted: %r", message.tp, message.offset,
                         exc)  # fmt: skip
-            return [await self.out.to_dlq(message, f"{type(exc).__name__}: {exc}", SURVEY_DLQ)]
+            return [self.out.to_dlq(message, f"{type(exc).__name__}: {exc}", SURVEY_DLQ)]
         self.surveys.commit(updates)
         sent = []
         for key, value in updates:
             sent.append(self.out.changelog(self.trust, key, value, message.partition))
         for team_id in moved:
-            self.snapshots.changed(team_id)
+            self.changed(team_id, None)
         return sent
 
     def seen_of(self, key: str) -> set[int]:

@@ -27,7 +27,8 @@ from shared.readmodels.directory import Roster
 from . import once, service
 from .batches import TURN
 from .metrics import AggregatorMetrics
-from .output import Output, Sent, headers_of
+from .output import Output, Sent
+from .records import headers_of
 from .transport import Store
 
 # About 250 kB at the usual size of a fact; facts with many long ids are split further,
@@ -75,16 +76,12 @@ class FanOut:
             try:
                 ce, recognition = self.recognition_of(message)
             except (CodecError, ValidationError) as exc:
-                sent.append(await self.out.to_dlq(message, str(exc), DLQ))
+                sent.append(self.out.to_dlq(message, str(exc), DLQ))
                 continue
             partition = partition_for(event_key(ce.source, ce.id).encode(), self.partitions)
             if partition != message.partition:  # another producer's key: to its partition
                 headers = list(headers_of(message))
-                sent.append(
-                    self.out.batches.add(
-                        topics.EVENTS, partition, None, message.value, headers
-                    ).acked
-                )
+                sent.append(self.out.write(topics.EVENTS, partition, None, message.value, headers))
                 continue
             event = once.event_hash(ce.source, ce.id)
             record = once.record_hash(message.value, headers_of(message))
@@ -95,7 +92,7 @@ class FanOut:
             try:
                 team_facts = await self.team_facts_of(ce, recognition, now)
             except service.Unresolvable as exc:
-                sent.append(await self.out.to_dlq(message, str(exc), DLQ))
+                sent.append(self.out.to_dlq(message, str(exc), DLQ))
                 continue
             if verdict == "new":
                 self.seen.add(partition, event, record)  # a second in this batch: duplicate
@@ -106,9 +103,7 @@ class FanOut:
         for partition, team_facts in by_partition.items():
             for i in range(0, len(team_facts), FACTS_PER_RECORD):
                 for value in service.dumps_within(team_facts[i : i + FACTS_PER_RECORD]):
-                    sent.append(
-                        self.out.batches.add(topics.TEAM_FACTS, partition, None, value).acked
-                    )
+                    sent.append(self.out.write(topics.TEAM_FACTS, partition, None, value))
         return sent, len(messages)
 
     def recognition_of(self, message: Message) -> tuple[CloudEvent, RecognitionGiven]:

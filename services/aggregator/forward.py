@@ -2,9 +2,10 @@
 
 rapport.feedback.survey.v1 --> rapport.aggregator.team-facts.v1
 
-Each event is checked and forwarded as it is, keyed by its team, so that the aggregate
-stage sees a team's answers beside its recognition facts; a round's close marker goes
-to the same partition number, where it closes the round for every team there.
+Each event is checked, here only, and forwarded as a survey record (``records``), keyed
+by its team, so that the aggregate stage sees a team's answers beside its recognition
+facts; a round's close marker goes to the same partition number, where it closes the
+round for every team there.
 """
 
 from __future__ import annotations
@@ -14,37 +15,14 @@ from collections.abc import Callable
 from faust.types import Message
 
 from shared.contract import topics
-from shared.contract.codec import CloudEvent, CodecError, decode
-from shared.contract.events import (
-    ROUND_CLOSED,
-    SELF_ASSESSMENT,
-    SURVEY_RESPONSE,
-    RoundClosed,
-    SelfAssessed,
-    SurveyResponded,
-)
+from shared.contract.codec import CodecError
+from shared.contract.events import RoundClosed
 from shared.readmodels.questions import Catalogue
 
-from .output import Output, Sent, headers_of
+from .output import Output, Sent
+from .records import checked_feedback, survey_record
 
-Feedback = SurveyResponded | SelfAssessed | RoundClosed
 DLQ = topics.dlq(topics.SURVEY)
-
-
-def feedback_of(message: Message, questions: Catalogue) -> tuple[CloudEvent, Feedback]:
-    """Decode and check one survey-topic event; raise if it cannot be counted."""
-    ce = decode(headers_of(message), message.value)
-    if ce.type == SURVEY_RESPONSE:
-        response = SurveyResponded.model_validate(ce.data)
-        questions.check_answers(response.answers)
-        return ce, response
-    if ce.type == SELF_ASSESSMENT:
-        assessment = SelfAssessed.model_validate(ce.data)
-        questions.check_predicted(assessment.predicted)
-        return ce, assessment
-    if ce.type == ROUND_CLOSED:
-        return ce, RoundClosed.model_validate(ce.data)
-    raise CodecError(f"unexpected ce_type {ce.type!r}")
 
 
 class Forward:
@@ -59,18 +37,14 @@ class Forward:
         sent = []
         for message in messages:
             try:
-                item = feedback_of(message, self.questions)[1]
+                ce, item = checked_feedback(message, self.questions)
             except (CodecError, ValueError) as exc:  # pydantic's ValidationError included
-                sent.append(await self.out.to_dlq(message, str(exc), DLQ))
+                sent.append(self.out.to_dlq(message, str(exc), DLQ))
                 continue
-            headers = headers_of(message)
             if isinstance(item, RoundClosed):  # closes the round on the same partition
                 key, partition = None, message.partition
             else:
                 key, partition = item.team_id.encode(), self.partition_of(item.team_id)
-            sent.append(
-                self.out.batches.add(
-                    topics.TEAM_FACTS, partition, key, message.value, headers
-                ).acked
-            )
+            headers, value = survey_record(ce, item)
+            sent.append(self.out.write(topics.TEAM_FACTS, partition, key, value, headers))
         return sent, len(messages)

@@ -1,4 +1,5 @@
-"""Where the stages write: records to a partition of a topic, and dead letters."""
+"""Where the stages write, all through one path: records to a partition of a topic,
+table changelogs, dead letters and snapshots, gathered into produce batches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP, Message
@@ -16,15 +17,12 @@ from shared.infra.kafka import Batches, partition_for
 
 from . import service, transport
 from .metrics import AggregatorMetrics
+from .records import headers_of
 from .transport import Store
 
 log = logging.getLogger(__name__)
 Sent = Awaitable[Any]  # done once the broker has acknowledged the record
-
-
-def headers_of(message: Message) -> Sequence[tuple[str, bytes]]:
-    """A record's headers, as aiokafka reads them (faust types them more loosely)."""
-    return cast(Sequence[tuple[str, bytes]], message.headers or ())
+DLQ_PARTITION = 0  # of topics.DLQ_PARTITIONS
 
 
 def partitioner(partitions: int) -> Callable[[str], int]:
@@ -39,19 +37,27 @@ def partitioner(partitions: int) -> Callable[[str], int]:
 
 
 class Output:
-    """Where the stages write.
-
-    ``batches.add`` and ``changelog`` gather records into one produce batch per topic
-    and partition (``shared.infra.kafka.Batches``: a stage writes a record or more an event,
-    one a bucket touched), which go out once the stage yields to the event loop; a
-    batch's ``acked`` is done once the broker has acknowledged it.
-    ``send`` is faust's producer as is, for the rare records without a partition.
+    """Where the stages write: every record is gathered into one produce batch per topic
+    and partition (``shared.infra.kafka.Batches``: a stage writes a record or more an
+    event, one a bucket touched), which goes out once the stage yields to the event
+    loop. What each method returns is done once the broker has acknowledged the record.
     """
 
     def __init__(self, app: faust.App, metrics: AggregatorMetrics) -> None:
         self.app = app
         self.metrics = metrics
         self.batches = Batches(lambda: transport.kafka_producer(app))
+
+    def write(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Sent:
+        """One record to ``partition`` of ``topic``."""
+        return self.batches.add(topic, partition, key, value, headers).acked
 
     def changelog(
         self, store: Store, key: str, value: Any, partition: int, raw: bytes | None = None
@@ -75,17 +81,7 @@ class Output:
             batch.acked.add_done_callback(persisted)
         return batch.acked
 
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Sent:
-        """One record, on the partition the producer picks for ``key``."""
-        return await self.app.producer.send(topic, key, value, None, None, headers)
-
-    async def to_dlq(self, message: Message, reason: str, dlq: str) -> Sent:
+    def to_dlq(self, message: Message, reason: str, dlq: str) -> Sent:
         """``message`` as it came, to the dead-letter topic ``dlq``, with the reason."""
         log.warning("record from %s sent to DLQ: %s", message.topic, reason)
         self.metrics.dlq.labels(message.topic).inc()
@@ -95,4 +91,4 @@ class Output:
                        f"{message.topic}/{message.partition}/{message.offset})")  # fmt: skip
             value = None
         headers = [*headers_of(message), dlq_reason(reason)]
-        return await self.send(dlq, message.key, value, headers)
+        return self.write(dlq, DLQ_PARTITION, message.key, value, headers)

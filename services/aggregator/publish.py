@@ -27,7 +27,7 @@ from shared.contract.events import TEAM_SNAPSHOT
 
 from . import service
 from .metrics import AggregatorMetrics
-from .output import Output, Sent
+from .output import Output, Sent, partitioner
 from .surveys import Surveys
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class Snapshots:
         self.out = out
         self.days = days  # the team-days table
         self.surveys = surveys
-        self.partition_of = partition_of
+        self.partition_of = partition_of  # of a team's facts and tables
+        self.snapshot_partition_of = partitioner(topics.SNAPSHOT_PARTITIONS)
         self.metrics = metrics
         self.days_by_team: dict[str, set[str]] = defaultdict(set)
         self.dirty: set[str] = set()  # teams whose snapshot is older than their tables
@@ -106,12 +107,12 @@ class Snapshots:
         for i in range(0, len(teams), SNAPSHOT_SLICE):
             sent = []
             for team_id in teams[i : i + SNAPSHOT_SLICE]:
-                sent.append(await self.send(team_id))
+                sent.append(self.write(team_id))
                 if len(sent) % TURN_TEAMS == 0:
                     await asyncio.sleep(0)
             await asyncio.gather(*sent)
 
-    async def send(self, team_id: str) -> Sent:
+    def write(self, team_id: str) -> Sent:
         days = self.days_by_team[team_id]
         buckets = {d: self.days[service.table_key(team_id, d)] for d in days}
         now = datetime.now(UTC)
@@ -124,4 +125,5 @@ class Snapshots:
                         team_id, over)  # fmt: skip
             self.metrics.trimmed.inc()
             headers, value = encode(ce)
-        return await self.out.send(topics.SNAPSHOTS, team_id.encode(), value, headers)
+        partition = self.snapshot_partition_of(team_id)  # as any producer's, by its key
+        return self.out.write(topics.SNAPSHOTS, partition, team_id.encode(), value, headers)

@@ -33,6 +33,8 @@ TEAM_DAYS_TABLE = "team-days"
 TEAM_TRUST_TABLE = "team-trust"
 EVENT_IDS_TABLE = "event-ids"
 DAY_MS = 24 * 3600 * 1000
+DLQ_PARTITIONS = 1
+SNAPSHOT_PARTITIONS = 4
 
 
 def dlq(topic: str) -> str:
@@ -78,11 +80,11 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     compact = {"cleanup.policy": "compact"}
     return [
         TopicSpec(RECOGNITION, n, log),
-        TopicSpec(dlq(RECOGNITION), 1, log),
+        TopicSpec(dlq(RECOGNITION), DLQ_PARTITIONS, log),
         TopicSpec(SURVEY, n, private),
-        TopicSpec(dlq(SURVEY), 1, private),
+        TopicSpec(dlq(SURVEY), DLQ_PARTITIONS, private),
         TopicSpec(TEAM_FACTS, n, private),
-        TopicSpec(dlq(TEAM_FACTS), 1, private),
+        TopicSpec(dlq(TEAM_FACTS), DLQ_PARTITIONS, private),
         TopicSpec(EVENTS, n, private),
         # faust's table changelogs must match their source's partitions.
         TopicSpec(changelog(TEAM_DAYS_TABLE), n, compact),
@@ -91,7 +93,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
         TopicSpec(DIRECTORY, 4, compact),
         TopicSpec(ROUNDS, 1, compact),
-        TopicSpec(SNAPSHOTS, 4, compact),
+        TopicSpec(SNAPSHOTS, SNAPSHOT_PARTITIONS, compact),
         TopicSpec(DIGEST_LOG, 4, compact),
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),
     ]

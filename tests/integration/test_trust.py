@@ -25,7 +25,7 @@ from services.feedback.api import create as create_feedback
 from services.feedback.service import pseudonym
 from services.metrics.api import create as create_metrics
 from services.recognition.api import create as create_recognition
-from services.recognition.settings import RecognitionSettings
+from services.settings import RunSettings
 from shared.contract import topics
 from shared.contract.codec import DLQ_REASON, CloudEvent, decode
 from shared.contract.events import SURVEY_RESPONSE
@@ -256,7 +256,7 @@ def test_a_flood_of_long_comments_stops_no_worker_and_no_other_team(
     (four bytes a character): before, one team's state passed the broker's record limit
     and the worker that wrote it exited, and every worker after it."""
     monkeypatch.setenv("RAPPORT_RATE_LIMIT_PER_S", "0")
-    settings = RecognitionSettings()
+    settings = RunSettings()  # the recognition and the feedback service's
     flood = [{"id": f, "name": f, "email": f"{f}@x.io", "team_id": "flood"} for f in FLOOD]
     headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
     with TestClient(create_recognition(settings), headers=headers) as directory:
