@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -18,18 +16,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.infra.fastpath import DirectRoute, serve_first
-from shared.infra.web import create_app, errors
-
-JSON = {"Content-Type": "application/json"}
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-
-
-async def ready(app: FastAPI) -> bool:
-    return True
+from shared.infra.web import errors
+from tests.support.apps import JSON, bare_app
 
 
 class Thing(BaseModel):
@@ -69,7 +57,7 @@ def things_app(route_class: type[APIRoute]) -> FastAPI:
     async def put_name(name: str, request: Request) -> list[Made]:
         return [Made(id=request.method, name=name)]
 
-    app = create_app("t", lifespan, ready)
+    app = bare_app()
     if route_class is DirectRoute:
         serve_first(app, router)
     else:
@@ -214,7 +202,7 @@ def test_serve_first_puts_complete_direct_routes_ahead_and_refuses_others() -> N
     async def get_thing(thing_id: str) -> dict[str, str]:
         return {"id": thing_id}
 
-    app = create_app("t", lifespan, ready)
+    app = bare_app()
     serve_first(app, router)
     assert app.router.routes[0] is router.routes[0]
     with TestClient(app) as client:

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from shared.infra.web import create_app
+from tests.support.apps import bare_app
 from tests.support.metrics import parse
-
-JSON = {"Content-Type": "application/json"}
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-
-
-async def ready(app: FastAPI) -> bool:
-    return True
 
 
 def test_requests_are_counted_by_route_template_and_status() -> None:
-    app = create_app("t", lifespan, ready)
+    app = bare_app()
 
     @app.post("/v1/things/{thing_id}", status_code=202)
     async def post_thing(thing_id: str) -> dict[str, str]:
