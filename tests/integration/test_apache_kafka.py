@@ -31,6 +31,7 @@ from shared.infra.kafka import BrokerRefusedIdempotence, Publisher, Record
 from shared.infra.settings import Settings
 from tests.support import ROOT, wait_until
 from tests.support.kafka import produce_raw, read_all
+from tests.support.metrics import scrape
 from tests.support.services import rapport_env
 
 
@@ -178,18 +179,30 @@ def test_a_partition_without_commit_is_not_sought_back_by_aiokafka(kafka: KafkaC
     assert asyncio.run(position_after_seek_to_committed()) == (5, None, 5)
 
 
+def running(port: int) -> bool:
+    """Whether the worker serving /metrics on ``port`` owns its partitions and has
+    measured its committed lag once."""
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    lag = any(name.startswith("rapport_aggregator_committed_lag{") for name in samples)
+    return lag and samples.get("rapport_aggregator_partitions", 0) > 0
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_worker_stops_within_seconds_even_when_the_broker_is_gone(
     kafka: KafkaCluster, tmp_path: Path, stop: signal.Signals
 ) -> None:
     asyncio.run(create_topics(settings_for(kafka, 1)))
     log = tmp_path / "worker.log"
-    env = {**os.environ, **rapport_env("kafka", kafka.bootstrap_servers, tmp_path)}
+    port = free_port()
+    env = {**os.environ, **rapport_env("kafka", kafka.bootstrap_servers, tmp_path),
+           "RAPPORT_AGGREGATOR_METRICS_PORT": str(port)}  # fmt: skip
     with log.open("wb") as out:
         command = [sys.executable, "-m", "services.cli", "aggregator"]
         worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
     try:
-        wait_until(lambda: b"Worker ready" in log.read_bytes(), timeout=60)
+        # Running, not only ready: its tasks past their own connections to the broker
+        # (killed sooner, one of them cannot connect and the worker exits at once, 1).
+        wait_until(lambda: running(port), timeout=60)
         kafka.kill(1)
         time.sleep(2)
         asked = time.monotonic()
