@@ -707,9 +707,14 @@ def main() -> None:
     brokers = list(BROKERS)
     if "--broker" in args:
         at = args.index("--broker")
-        brokers = [args[at + 1]]
+        brokers = args[at + 1 : at + 2]
         del args[at : at + 2]
     chosen = args or list(PARTS)
+    unknown = [a for a in chosen if a not in PARTS] + [b for b in brokers if b not in BROKERS]
+    if unknown or not brokers:
+        usage = f"[{' | '.join(PARTS)} ...] [--broker {' | '.join(BROKERS)}]"
+        wrong = " ".join(unknown) or "--broker without a broker"
+        sys.exit(f"usage: python -m tests.bench {usage}\n(not known: {wrong})")
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
