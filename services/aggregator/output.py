@@ -44,7 +44,6 @@ class Output:
     """
 
     def __init__(self, app: faust.App, metrics: AggregatorMetrics) -> None:
-        self.app = app
         self.metrics = metrics
         self.batches = Batches(lambda: transport.kafka_producer(app))
 

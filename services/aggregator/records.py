@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import cast
 
 from faust.types import Message
-from pydantic import BaseModel
 
 from shared.contract.codec import CloudEvent, CodecError, Headers, decode, encode
 from shared.contract.events import (
@@ -69,5 +68,4 @@ def survey_record(ce: CloudEvent, item: Feedback) -> tuple[Headers, bytes]:
 def forwarded_feedback(message: Message) -> tuple[CloudEvent, Feedback]:
     """A survey record of team-facts, as the forward stage checked it: not checked again."""
     ce = decode(headers_of(message), message.value)
-    model: type[BaseModel] = MODELS[ce.type]
-    return ce, cast(Feedback, model.model_construct(**ce.data))
+    return ce, MODELS[ce.type].model_construct(**ce.data)
