@@ -25,7 +25,13 @@ from services.digest.settings import DigestSettings
 from services.feedback.settings import FeedbackSettings
 from services.metrics.settings import MetricsSettings
 from services.recognition.settings import RecognitionSettings
-from shared.infra.settings import ApiSettings, HttpSettings, Settings, SurveySettings
+from shared.infra.settings import (
+    ApiSettings,
+    HttpSettings,
+    PrivacySettings,
+    Settings,
+    SurveySettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -51,7 +57,7 @@ class RunSettings(
 
 # In the order they are documented: shared parts first, then each service's own.
 CLASSES: list[type[Settings]] = [
-    Settings, HttpSettings, ApiSettings, SurveySettings, RecognitionSettings,
+    Settings, HttpSettings, ApiSettings, PrivacySettings, SurveySettings, RecognitionSettings,
     FeedbackSettings, MetricsSettings, DigestSettings, AggregatorSettings, RunSettings,
 ]  # fmt: skip
 

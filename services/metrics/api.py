@@ -25,7 +25,9 @@ def create(settings: MetricsSettings | None = None) -> FastAPI:
     directory = DirectoryView(settings)
     snapshots = SnapshotView(settings)
 
-    connections = ConnectionCollector(directory, snapshots, settings.thresholds)
+    connections = ConnectionCollector(
+        directory, snapshots, settings.thresholds, settings.anonymity_k
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +51,7 @@ def create(settings: MetricsSettings | None = None) -> FastAPI:
         return True
 
     app = create_app("Rapport metrics service", lifespan, ready)
-    app.state.registry.register(AppreciationCollector(directory, snapshots))
-    app.state.registry.register(TrustCollector(directory, snapshots))
+    app.state.registry.register(AppreciationCollector(directory, snapshots, settings.anonymity_k))
+    app.state.registry.register(TrustCollector(directory, snapshots, settings.anonymity_k))
     app.state.registry.register(connections)
     return app

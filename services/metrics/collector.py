@@ -31,17 +31,24 @@ def _today() -> date:
 
 
 class SnapshotCollector(Collector):
-    """Figures computed at scrape time from the directory and every team's snapshot."""
+    """Figures computed at scrape time from the directory and every team's snapshot, for
+    the teams of at least ``k`` active members only: a smaller team has no figure of any
+    kind, not even its size (README, "Privacy")."""
 
     def __init__(
         self,
         directory: DirectoryView,
         snapshots: SnapshotView,
+        k: int,
         today: Callable[[], date] = _today,
     ) -> None:
         self._directory = directory
         self._snapshots = snapshots
+        self._k = k
         self._today = today
+
+    def _shown(self, team: str) -> bool:
+        return len(self._directory.members(team)) >= self._k
 
 
 class AppreciationCollector(SnapshotCollector):
@@ -80,6 +87,8 @@ class AppreciationCollector(SnapshotCollector):
             )
         }  # fmt: skip
         for team in sorted(set(self._directory.teams()) | set(self._snapshots.teams())):
+            if not self._shown(team):
+                continue
             snapshot = self._snapshots.get(team)
             members = [p.id for p in self._directory.members(team)]
             members_g.add_metric([team], len(members))
@@ -135,7 +144,7 @@ class TrustCollector(SnapshotCollector):
         }
         for team_id in self._snapshots.teams():
             snapshot = self._snapshots.get(team_id)
-            if snapshot is None:
+            if snapshot is None or not self._shown(team_id):
                 continue
             members = len(self._directory.members(team_id))
             for label, days in ap.WINDOWS.items():
@@ -188,9 +197,11 @@ def connection_families(
     snapshots: Sequence[TeamSnapshot | None],
     thresholds: cx.Thresholds,
     today: date,
+    k: int,
 ) -> list[Metric]:
-    """Every team's connection figures and gaming signals, from copies of the directory's
-    people and the latest snapshots (nothing shared: a thread of its own can compute them)."""
+    """The connection figures and gaming signals of every team of at least ``k`` active
+    members, from copies of the directory's people and the latest snapshots (nothing
+    shared: a thread of its own can compute them)."""
     families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
     team_of = {p.id: p.team_id for p in people}
     members: dict[str, list[Person]] = defaultdict(list)
@@ -200,7 +211,7 @@ def connection_families(
     for label, days in ap.WINDOWS.items():
         g = cx.graph(snapshots, today, days)
         found = cx.signals(g, thresholds)
-        for team in sorted(members):
+        for team in sorted(t for t, m in members.items() if len(m) >= k):
             f = cx.team_connections(members[team], team, g, team_of.get, found)
             for name, value in (
                 ("rapport_connection_breadth_teams", f.breadth),
@@ -227,11 +238,12 @@ class ConnectionCollector(SnapshotCollector):
         directory: DirectoryView,
         snapshots: SnapshotView,
         thresholds: cx.Thresholds,
+        k: int,
         today: Callable[[], date] = _today,
     ) -> None:
-        super().__init__(directory, snapshots, today)
+        super().__init__(directory, snapshots, k, today)
         self._thresholds = thresholds
-        self._families = connection_families([], [], thresholds, today())  # none yet
+        self._families = connection_families([], [], thresholds, today(), k)  # none yet
         self._seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -251,7 +263,7 @@ class ConnectionCollector(SnapshotCollector):
             every = [self._snapshots.get(t) for t in self._snapshots.teams()]
             try:
                 self._families = await asyncio.to_thread(
-                    connection_families, people, every, self._thresholds, self._today()
+                    connection_families, people, every, self._thresholds, self._today(), self._k
                 )
             except Exception:  # the figures stay as they were; the next round tries again
                 log.exception("computing the connection figures failed")

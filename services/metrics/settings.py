@@ -6,12 +6,12 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.figures.connections import Thresholds
-from shared.infra.settings import HttpSettings
+from shared.infra.settings import HttpSettings, PrivacySettings
 
 DEFAULT = Thresholds()
 
 
-class MetricsSettings(HttpSettings):
+class MetricsSettings(HttpSettings, PrivacySettings):
     """The metrics service: every figure on /metrics for Prometheus."""
 
     metrics_port: int = Field(default=8003, description="The metrics service's port.")

@@ -202,7 +202,19 @@ class ApiSettings(HttpSettings):
         return problems
 
 
-class SurveySettings(Settings):
+class PrivacySettings(Settings):
+    """What publishes figures about people (metrics, digest, aggregator)."""
+
+    anonymity_k: int = Field(
+        default=5,
+        ge=3,
+        description="Fewest people behind any published figure: a team with fewer active "
+        "members has none on /metrics, and a trust figure needs this many distinct "
+        "respondents (never below 3).",
+    )
+
+
+class SurveySettings(PrivacySettings):
     """What reads survey answers (feedback service, aggregator, digest)."""
 
     questions_file: Path | None = Field(
@@ -210,9 +222,4 @@ class SurveySettings(Settings):
         description="YAML survey catalogue (items with id, dimension, text; optional enps "
         "question text); unset = one item per dimension. Give every service the same file.",
         examples=["questions.yaml"],
-    )
-    anonymity_k: int = Field(
-        default=5,
-        ge=3,
-        description="Fewest distinct respondents behind any trust figure (never below 3).",
     )

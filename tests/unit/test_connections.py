@@ -197,7 +197,7 @@ def test_thresholds_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_metrics_service_exports_each_figure_per_team_and_window() -> None:
-    families = connection_families(list(PEOPLE.values()), SNAPSHOTS, T, TODAY)
+    families = connection_families(list(PEOPLE.values()), SNAPSHOTS, T, TODAY, k=1)
     samples = {(s.name, s.labels["team"], s.labels["window"]): s.value
                for f in families for s in f.samples}  # fmt: skip
     assert samples[("rapport_connection_breadth_teams", "core", "28d")] == 2
@@ -209,3 +209,10 @@ def test_the_metrics_service_exports_each_figure_per_team_and_window() -> None:
     assert samples[("rapport_gaming_bursts", "burst", "7d")] == 1
     assert ("rapport_connection_reciprocity_ratio", "exec", "28d") not in samples  # no pair
     assert {team for _, team, _ in samples} == {p.team_id for p in PEOPLE.values()}
+
+
+def test_a_team_of_fewer_than_k_active_members_has_no_connection_figure() -> None:
+    """A team of two that trades kudos would show one trading pair: those two."""
+    families = connection_families(list(PEOPLE.values()), SNAPSHOTS, T, TODAY, k=5)
+    shown = {s.labels["team"] for f in families for s in f.samples}
+    assert shown == {"core", "far"}  # six and seven people; every other team has 1 to 4
