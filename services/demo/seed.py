@@ -22,8 +22,11 @@ from shared.infra.settings import DEFAULT_DIMENSIONS
 from . import surveys
 
 log = logging.getLogger(__name__)
-TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people", "legal")
-SMALL_TEAM = "legal"  # three people: below the anonymity threshold, no trust figures
+TEAMS = ("platform", "mobile", "data", "design", "sales", "support", "people", "legal", "finance")
+# Reports in the teams below the anonymity threshold (k = 5): no figure of any kind. Three
+# and two people, five together, so no other team is hidden to protect them (README,
+# "Privacy").
+SMALL_TEAMS = {"legal": 2, "finance": 1}
 SILO_TEAM = "sales"
 ISOLATED_IN = ("data", "design", "support")  # the last person of each gives and gets none
 TRADING_IN = "support"  # its second and third person trade kudos over the last 3 weeks
@@ -67,7 +70,7 @@ def build_people(rng: random.Random) -> list[dict[str, Any]]:
                        rng.choice(TIMEZONES))  # fmt: skip
         people.append(lead)
         n += 1
-        for _ in range(rng.randint(6, 9) if team != SMALL_TEAM else 2):
+        for _ in range(SMALL_TEAMS[team] if team in SMALL_TEAMS else rng.randint(6, 9)):
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             people.append(_person(n, name, team, lead["id"], lead["timezone"]))
             n += 1

@@ -3,8 +3,9 @@
 Two rounds, answered on the Tuesday of the last complete ISO week and four weeks before
 it (so the next digest reports on the second and shows the change): each is opened,
 answered through the feedback API with ``submitted_at`` (with each leader's prediction
-first), and closed, which publishes its figures. The "legal" team has three people:
-below k, it must show no trust figure anywhere. A round already closed is left alone.
+first), and closed, which publishes its figures. The "legal" and "finance" teams have
+three and two people: below k, they must show no figure anywhere. A round already closed
+is left alone.
 """
 
 from __future__ import annotations

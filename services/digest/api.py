@@ -78,7 +78,13 @@ class Digests:
 
     def build(self, manager_id: str, week: str) -> service.Digest:
         return service.build(
-            manager_id, week, self.directory, self.snapshots.get, self.graph, self.questions
+            manager_id,
+            week,
+            self.directory,
+            self.snapshots.get,
+            self.graph,
+            self.questions,
+            self.settings.anonymity_k,
         )
 
     def graph(self, last_day: date, days: int) -> cx.Graph:

@@ -24,7 +24,7 @@ from shared.contract.events import Person
 from shared.contract.text import display_name
 
 from . import subscriptions
-from .service import UNRECOGNIZED_DAYS, Digest
+from .service import UNRECOGNIZED_DAYS, Digest, TeamFigures
 from .settings import DigestSettings
 
 MISSING = "\u2013"  # an en dash where a figure is not available
@@ -72,20 +72,23 @@ _env.filters["count"] = _count
 
 
 def subject(d: Digest) -> str:
-    trust = f", trust {d.trust.index:.0f}" if d.trust else ""
-    return f"{d.team_id}, {d.week}: {_count(d.received, 'recognition')}{trust}"
+    if d.figures is None:
+        return f"{d.team_id}, {d.week}: your weekly digest"
+    trust = f", trust {d.figures.trust.index:.0f}" if d.figures.trust else ""
+    return f"{d.team_id}, {d.week}: {_count(d.figures.received, 'recognition')}{trust}"
 
 
-def chart(d: Digest) -> bytes:
+def chart(figures: TeamFigures) -> bytes:
     """Bars: recognitions received per week; line: trust index (0-100) where published."""
+    trend = figures.trend
     fig, bars = plt.subplots(figsize=(5.6, 2.2), dpi=200)
     try:
-        labels = [p.week[-3:] for p in d.trend]
-        bars.bar(labels, [p.received for p in d.trend], color="#93c5fd", label="recognitions")
+        labels = [p.week[-3:] for p in trend]
+        bars.bar(labels, [p.received for p in trend], color="#93c5fd", label="recognitions")
         bars.set_ylabel("recognitions", fontsize=7)
         bars.tick_params(labelsize=7)
         line = bars.twinx()
-        points = [(i, p.trust_index) for i, p in enumerate(d.trend) if p.trust_index is not None]
+        points = [(i, p.trust_index) for i, p in enumerate(trend) if p.trust_index is not None]
         if points:
             xs, ys = zip(*points, strict=True)
             line.plot(xs, ys, color="#b45309", marker="o", linewidth=2, label="trust index")
@@ -102,7 +105,8 @@ def chart(d: Digest) -> bytes:
         plt.close(fig)
 
 
-def html(d: Digest, chart_src: str, settings: DigestSettings) -> str:
+def html(d: Digest, chart_src: str | None, settings: DigestSettings) -> str:
+    """``chart_src``: where the chart is, if the digest has one (team figures)."""
     return _env.get_template("digest.html.j2").render(
         d=d, subject=subject(d), chart_src=chart_src, k=settings.anonymity_k,
         unrecognized_days=UNRECOGNIZED_DAYS,
@@ -119,7 +123,10 @@ def text(d: Digest, settings: DigestSettings) -> str:
 
 def preview(d: Digest, settings: DigestSettings) -> str:
     """The HTML part exactly as sent, with the chart inlined for a browser."""
-    return html(d, "data:image/png;base64," + base64.b64encode(chart(d)).decode(), settings)
+    src = None
+    if d.figures is not None:
+        src = "data:image/png;base64," + base64.b64encode(chart(d.figures)).decode()
+    return html(d, src, settings)
 
 
 def subscription_page(subscribed: bool, changed: bool, *, unsubscribe: str, subscribe: str) -> str:
@@ -153,10 +160,13 @@ def message(d: Digest, settings: DigestSettings) -> EmailMessage:
     msg["List-Unsubscribe"] = f"<{subscriptions.url(settings, d.manager.id)}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text(d, settings))
+    if d.figures is None:
+        msg.add_alternative(html(d, None, settings), subtype="html")
+        return msg
     cid = make_msgid(domain=domain)
     msg.add_alternative(html(d, f"cid:{cid[1:-1]}", settings), subtype="html")
     [_, html_part] = msg.iter_parts()
     assert isinstance(html_part, EmailMessage)
-    html_part.add_related(chart(d), maintype="image", subtype="png", cid=cid,
+    html_part.add_related(chart(d.figures), maintype="image", subtype="png", cid=cid,
                           disposition="inline", filename="trend.png")  # fmt: skip
     return msg

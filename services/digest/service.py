@@ -1,8 +1,10 @@
 """What a manager's weekly digest says, computed from the directory and team snapshots.
 
-Team figures are for the one team the manager leads; people are named only when they
-report to the manager. Trust figures come from k-anonymous blocks (``shared.figures.trust``), so
-a team below k shows none.
+Team figures are for the one team the manager leads, and only where that team's figures
+are published at all (``shared.figures.privacy``: at least k active members, and not
+hidden to protect a smaller team); people are named only when they report to the
+manager. Trust figures come from k-anonymous blocks (``shared.figures.trust``), so a team
+with fewer than k respondents shows none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import date, timedelta
 from shared.contract.events import Person, TeamSnapshot
 from shared.figures import appreciation as ap
 from shared.figures import connections as cx
+from shared.figures import privacy
 from shared.figures import trust as tr
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import Catalogue
@@ -54,8 +57,6 @@ class TrustPart:
 class ConnectionsPart:
     """Over the 28 days to the week's end (``shared.figures.connections``)."""
 
-    breadth: int  # other teams the team exchanged recognition with
-    breadth_before: int  # the same, 28 days to a week earlier
     isolated: list[Person]  # the manager's reports who neither gave nor received any
     not_recognized: list[Person]  # the manager's reports the manager did not recognize
     action: str
@@ -69,22 +70,32 @@ class WeekPoint:
 
 
 @dataclass(frozen=True, slots=True)
-class Digest:
-    manager: Person
-    team_id: str
-    week: str
-    first_day: date
-    last_day: date
+class TeamFigures:
+    """What the digest says about the team as a whole."""
+
     received: int
     given: int
     top_values: list[tuple[str, int]]
     coverage: float | None
     coverage_before: float | None
     cross_team: float | None
-    unrecognized: list[Person]
-    connections: ConnectionsPart
+    breadth: int  # other teams the team exchanged recognition with, last 28 days
+    breadth_before: int  # the same, 28 days to a week earlier
     trust: TrustPart | None
     trend: list[WeekPoint]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    manager: Person
+    team_id: str
+    week: str
+    first_day: date
+    last_day: date
+    members: int  # active members of the team now
+    figures: TeamFigures | None  # None: the team's figures are not published
+    unrecognized: list[Person]
+    connections: ConnectionsPart
     actions: list[str]
 
 
@@ -139,15 +150,12 @@ def _trust(
 
 def _connections(
     manager: Person,
-    team_id: str,
     directory: DirectoryView,
     graph_of: Callable[[date, int], cx.Graph],
     last_day: date,
+    breadth: tuple[int, int] | None,
 ) -> ConnectionsPart:
-    members = [p.id for p in directory.members(team_id)]
     now = graph_of(last_day, CONNECTION_DAYS)
-    before = graph_of(last_day - timedelta(days=7), CONNECTION_DAYS)
-    breadth = [cx.breadth(members, team_id, g, directory.team_of) for g in (now, before)]
     reports = sorted(directory.reports(manager.id), key=lambda p: (p.name, p.id))
     isolated = [p for p in reports if not now.neighbours(p.id)]
     not_recognized = [p for p in reports if p.id not in now.out.get(manager.id, {})]
@@ -158,14 +166,27 @@ def _connections(
         )
     elif not_recognized:
         action = f"Recognize {names(not_recognized)}: you have not in four weeks."
-    elif breadth[0] <= breadth[1]:
+    elif breadth is not None and breadth[0] <= breadth[1]:
         action = (
             "Invite someone from another team to your next review or demo: connections "
             "across teams are what silos lack."
         )
     else:
         action = "Ask your team who outside it helped them most this month, and thank them."
-    return ConnectionsPart(breadth[0], breadth[1], isolated, not_recognized, action)
+    return ConnectionsPart(isolated, not_recognized, action)
+
+
+def _breadth(
+    team_id: str,
+    directory: DirectoryView,
+    graph_of: Callable[[date, int], cx.Graph],
+    last_day: date,
+) -> tuple[int, int]:
+    """Other teams exchanged with in the 28 days to ``last_day``, and to a week before."""
+    members = [p.id for p in directory.members(team_id)]
+    now, before = (graph_of(d, CONNECTION_DAYS) for d in (last_day, last_day - timedelta(7)))
+    return (cx.breadth(members, team_id, now, directory.team_of),
+            cx.breadth(members, team_id, before, directory.team_of))  # fmt: skip
 
 
 def build(
@@ -175,6 +196,7 @@ def build(
     snapshot_of: Callable[[str], TeamSnapshot | None],
     graph_of: Callable[[date, int], cx.Graph],
     questions: Catalogue,
+    k: int,
 ) -> Digest:
     """The digest of ``manager_id`` about ISO week ``week``; ``graph_of(last_day, days)``
     is who recognized whom in a window (``shared.figures.connections.graph``)."""
@@ -187,20 +209,44 @@ def build(
         raise NotAManager(str(exc)) from None
     first_day = parse_week(week)
     last_day = first_day + timedelta(days=6)
-    snapshot = snapshot_of(team_id)
-    members = [p.id for p in directory.members(team_id)]
-    days = ap.window(snapshot, last_day, 7)
-    before = ap.window(snapshot, last_day - timedelta(days=7), 7)
-    values: Counter[str] = Counter()
-    for a in days:
-        values.update(a.values)
     unrecognized = [
         p
         for p in sorted(directory.reports(manager.id), key=lambda p: p.name)
         if not ap.received_by(ap.window(snapshot_of(p.team_id), last_day, UNRECOGNIZED_DAYS))
         .get(p.id)
     ]  # fmt: skip
-    trust = _trust(snapshot, last_day, len(members), questions.dimensions)
+    figures = None
+    if team_id in privacy.published(directory.sizes(), k):
+        figures = _figures(team_id, directory, snapshot_of(team_id), graph_of, last_day, questions)
+    trust, coverage = (figures.trust, figures.coverage) if figures else (None, None)
+    return Digest(
+        manager=manager,
+        team_id=team_id,
+        week=week,
+        first_day=first_day,
+        last_day=last_day,
+        members=len(directory.members(team_id)),
+        figures=figures,
+        unrecognized=unrecognized,
+        connections=_connections(manager, directory, graph_of, last_day,
+                                 (figures.breadth, figures.breadth_before) if figures else None),
+        actions=suggest(trust, unrecognized, coverage),
+    )  # fmt: skip
+
+
+def _figures(
+    team_id: str,
+    directory: DirectoryView,
+    snapshot: TeamSnapshot | None,
+    graph_of: Callable[[date, int], cx.Graph],
+    last_day: date,
+    questions: Catalogue,
+) -> TeamFigures:
+    members = [p.id for p in directory.members(team_id)]
+    days = ap.window(snapshot, last_day, 7)
+    values: Counter[str] = Counter()
+    for a in days:
+        values.update(a.values)
     trend = []
     for n in range(TREND_WEEKS - 1, -1, -1):
         end = last_day - timedelta(weeks=n)
@@ -211,22 +257,16 @@ def build(
         )
         received = sum(a.received_count for a in ap.window(snapshot, end, 7))
         trend.append(WeekPoint(week_label(end), received, t.index if t else None))
-    coverage = ap.coverage(members, days)
-    return Digest(
-        manager=manager,
-        team_id=team_id,
-        week=week,
-        first_day=first_day,
-        last_day=last_day,
+    breadth, breadth_before = _breadth(team_id, directory, graph_of, last_day)
+    return TeamFigures(
         received=sum(a.received_count for a in days),
         given=sum(a.given_count for a in days),
         top_values=values.most_common(3),
-        coverage=coverage,
-        coverage_before=ap.coverage(members, before),
+        coverage=ap.coverage(members, days),
+        coverage_before=ap.coverage(members, ap.window(snapshot, last_day - timedelta(7), 7)),
         cross_team=ap.share(days, "cross_team"),
-        unrecognized=unrecognized,
-        connections=_connections(manager, team_id, directory, graph_of, last_day),
-        trust=trust,
+        breadth=breadth,
+        breadth_before=breadth_before,
+        trust=_trust(snapshot, last_day, len(members), questions.dimensions),
         trend=trend,
-        actions=suggest(trust, unrecognized, coverage),
     )

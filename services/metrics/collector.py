@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from shared.contract.events import Person, TeamSnapshot
 from shared.figures import appreciation as ap
 from shared.figures import connections as cx
+from shared.figures import privacy
 from shared.figures import trust as tr
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.snapshots import SnapshotView
@@ -32,8 +33,8 @@ def _today() -> date:
 
 class SnapshotCollector(Collector):
     """Figures computed at scrape time from the directory and every team's snapshot, for
-    the teams of at least ``k`` active members only: a smaller team has no figure of any
-    kind, not even its size (README, "Privacy")."""
+    the published teams only (``shared.figures.privacy``): any other team has no figure
+    of any kind, not even its size (README, "Privacy")."""
 
     def __init__(
         self,
@@ -47,8 +48,8 @@ class SnapshotCollector(Collector):
         self._k = k
         self._today = today
 
-    def _shown(self, team: str) -> bool:
-        return len(self._directory.members(team)) >= self._k
+    def _published(self) -> list[str]:
+        return sorted(privacy.published(self._directory.sizes(), self._k))
 
 
 class AppreciationCollector(SnapshotCollector):
@@ -86,9 +87,7 @@ class AppreciationCollector(SnapshotCollector):
                  "(0 = equal, 1 = one person gets all)."),
             )
         }  # fmt: skip
-        for team in sorted(set(self._directory.teams()) | set(self._snapshots.teams())):
-            if not self._shown(team):
-                continue
+        for team in self._published():
             snapshot = self._snapshots.get(team)
             members = [p.id for p in self._directory.members(team)]
             members_g.add_metric([team], len(members))
@@ -142,9 +141,9 @@ class TrustCollector(SnapshotCollector):
             n: GaugeMetricFamily(n, h, labels=["team", "dimension", "window"])
             for n, h in TRUST_DIMENSION
         }
-        for team_id in self._snapshots.teams():
+        for team_id in self._published():
             snapshot = self._snapshots.get(team_id)
-            if snapshot is None or not self._shown(team_id):
+            if snapshot is None:
                 continue
             members = len(self._directory.members(team_id))
             for label, days in ap.WINDOWS.items():
@@ -199,19 +198,20 @@ def connection_families(
     today: date,
     k: int,
 ) -> list[Metric]:
-    """The connection figures and gaming signals of every team of at least ``k`` active
-    members, from copies of the directory's people and the latest snapshots (nothing
-    shared: a thread of its own can compute them)."""
+    """The connection figures and gaming signals of every published team
+    (``shared.figures.privacy``), from copies of the directory's people and the latest
+    snapshots (nothing shared: a thread of its own can compute them)."""
     families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
     team_of = {p.id: p.team_id for p in people}
     members: dict[str, list[Person]] = defaultdict(list)
     for p in sorted(people, key=lambda p: p.id):
         if p.active:
             members[p.team_id].append(p)
+    shown = privacy.published({team: len(m) for team, m in members.items()}, k)
     for label, days in ap.WINDOWS.items():
         g = cx.graph(snapshots, today, days)
         found = cx.signals(g, thresholds)
-        for team in sorted(t for t, m in members.items() if len(m) >= k):
+        for team in sorted(shown):
             f = cx.team_connections(members[team], team, g, team_of.get, found)
             for name, value in (
                 ("rapport_connection_breadth_teams", f.breadth),

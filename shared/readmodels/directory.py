@@ -118,6 +118,10 @@ class DirectoryView(TopicView):
         """Teams with at least one active member."""
         return sorted(t for t, ids in self._teams.items() if ids)
 
+    def sizes(self) -> dict[str, int]:
+        """Active members per team, for every team with any."""
+        return {t: len(ids) for t, ids in self._teams.items() if ids}
+
     def people(self) -> list[Person]:
         return list(self._people.values())
 

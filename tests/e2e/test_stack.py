@@ -18,32 +18,34 @@ from tests.support import wait_until
 from tests.support.metrics import parse
 from tests.support.people import as_json, person, team
 
-PEOPLE = as_json([*team("alpha", "lead", ["ann", "bob"]), person("cid", "beta")])
+# Two teams of k = 5: a smaller one would have no figure at all (tests/unit/test_privacy.py).
+PEOPLE = as_json([*team("alpha", "lead", ["ann", "bob", "dan", "eve"]),
+                  *(person(p, "beta") for p in ("cid", "fay", "gus", "hal", "ivy"))])  # fmt: skip
 KUDOS = [
     {"giver_id": "bob", "recipient_ids": ["ann"], "values": ["growth"]},
     {"giver_id": "lead", "recipient_ids": ["ann"], "values": ["growth", "direction"]},
     {"giver_id": "ann", "recipient_ids": ["cid"], "values": ["partnership"]},
 ]
-# Hand-computed from the three kudos above (alpha has 3 members, beta 1).
+# Hand-computed from the three kudos above (alpha and beta have 5 members each).
 EXPECTED = {
     'rapport_recognitions_total{team="alpha",value="growth"}': 2.0,
     'rapport_recognitions_total{team="alpha",value="direction"}': 1.0,
     'rapport_recognitions_total{team="beta",value="partnership"}': 1.0,
-    'rapport_team_active_members{team="alpha"}': 3.0,
-    'rapport_recognition_coverage_ratio{team="alpha",window="7d"}': 1 / 3,
-    'rapport_recognition_coverage_ratio{team="beta",window="28d"}': 1.0,
-    'rapport_recognition_givers_ratio{team="alpha",window="7d"}': 1.0,
+    'rapport_team_active_members{team="alpha"}': 5.0,
+    'rapport_recognition_coverage_ratio{team="alpha",window="7d"}': 1 / 5,  # ann
+    'rapport_recognition_coverage_ratio{team="beta",window="28d"}': 1 / 5,  # cid
+    'rapport_recognition_givers_ratio{team="alpha",window="7d"}': 3 / 5,  # bob, lead, ann
     'rapport_recognition_givers_ratio{team="beta",window="7d"}': 0.0,
     'rapport_recognition_cross_team_ratio{team="alpha",window="7d"}': 0.0,
     'rapport_recognition_cross_team_ratio{team="beta",window="7d"}': 1.0,
     'rapport_recognition_downward_ratio{team="alpha",window="7d"}': 0.5,
-    'rapport_recognition_unrecognized_people{team="alpha"}': 2.0,
+    'rapport_recognition_unrecognized_people{team="alpha"}': 4.0,
     # Connections: alpha's links are bob-ann, lead-ann (inside) and ann-cid (to beta).
     'rapport_connection_breadth_teams{team="alpha",window="7d"}': 1.0,
     'rapport_connection_breadth_teams{team="beta",window="28d"}': 1.0,
     'rapport_connection_reciprocity_ratio{team="alpha",window="7d"}': 0.0,  # none thanked back
-    'rapport_connection_isolated_people{team="alpha",window="28d"}': 0.0,
-    'rapport_connection_leader_ratio{team="alpha",window="7d"}': 0.5,  # lead thanked ann, not bob
+    'rapport_connection_isolated_people{team="alpha",window="28d"}': 2.0,  # dan, eve
+    'rapport_connection_leader_ratio{team="alpha",window="7d"}': 0.25,  # lead thanked ann only
     'rapport_connection_concentration_ratio{team="alpha",window="28d"}': 1.0,  # all via ann
     'rapport_gaming_trading_pairs{team="alpha",window="28d"}': 0.0,
     'rapport_gaming_rings{team="beta",window="7d"}': 0.0,
@@ -143,7 +145,7 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
         members = [k for k in samples if k.startswith("rapport_team_active_members")]
         totals = [k for k in samples if k.startswith("rapport_recognitions_total")]
         trust = [k for k in samples if k.startswith("rapport_trust_index") and "28d" in k]
-        return samples if len(members) == 8 and len(totals) >= 35 and len(trust) == 7 else None
+        return samples if len(members) == 7 and len(totals) >= 35 and len(trust) == 7 else None
 
     samples = wait_until(seeded, timeout=90)
     coverage = [v for k, v in samples.items() if k.startswith("rapport_recognition_coverage")]
@@ -169,27 +171,34 @@ def test_make_run_seeds_a_demo_org_with_meaningful_numbers(stack: dict[str, str]
     assert sum(isolated) >= 3
     assert samples[trading] == 1
     assert sum(v for k, v in samples.items() if k.startswith("rapport_gaming_trading")) == 1
-    assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 59
-    # Trust: every team but the three-person one, whose figures must not exist at all.
-    assert not [k for k in samples if k.startswith("rapport_trust") and 'team="legal"' in k]
+    assert sum(v for k, v in samples.items() if k.startswith("rapport_team_active")) == 56
+    # The three- and two-person teams have no figure of any kind (five people together:
+    # no other team is hidden to protect them).
+    assert not [k for k in samples if 'team="legal"' in k or 'team="finance"' in k]
     index = [v for k, v in samples.items() if k.startswith("rapport_trust_index")]
     assert 20 < min(index) < max(index) < 95  # teams differ, none perfect
     gaps = [v for k, v in samples.items() if k.startswith("rapport_trust_perception_gap")]
     assert sum(g > 0 for g in gaps) > 2 * sum(g < 0 for g in gaps)  # leaders mostly overrate
 
-    # Digests for the nine managers land in var/outbox through the local SMTP sink.
+    # Digests for the ten managers land in var/outbox through the local SMTP sink.
     outbox = Path(stack["RAPPORT_VAR_DIR"]) / "outbox"
-    files = wait_until(lambda: len(list(outbox.glob("*.eml"))) == 9 and list(outbox.glob("*")))
+    files = wait_until(lambda: len(list(outbox.glob("*.eml"))) == 10 and list(outbox.glob("*")))
     digests = {}
     for f in files:
         message = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
         body = message.get_body(("plain",))
         assert body is not None and message.get_body(("html",)) is not None
         digests[str(message["To"])] = (str(message["Subject"]), body.get_content())
-    legal = [text for subject, text in digests.values() if subject.startswith("legal,")]
-    assert legal and all("Trust index" not in t for t in legal)
-    others = [text for subject, text in digests.values() if not subject.startswith("legal,")]
-    assert all("Trust index" in t for t in others)
+    small = [(subject, text) for subject, text in digests.values()
+             if subject.startswith(("legal,", "finance,"))]  # fmt: skip
+    assert len(small) == 2
+    for subject, text in small:
+        assert subject.endswith(": your weekly digest")
+        assert "Team figures appear for teams of at least 5" in text
+        assert "Trust index" not in text and "Recognitions received" not in text
+    others = [text for subject, text in digests.values()
+              if not subject.startswith(("legal,", "finance,"))]  # fmt: skip
+    assert len(others) == 8 and all("Trust index" in t for t in others)
 
 
 def children_of_this_run(var_dir: str, command: str) -> list[int]:

@@ -144,7 +144,8 @@ def test_each_manager_gets_one_digest_whose_numbers_match_metrics(
         def figures() -> dict[str, float] | None:
             samples = parse(metrics.get("/metrics").text)
             trust = 'rapport_trust_index{team="alpha",window="28d"}' in samples
-            kudos = 'rapport_recognitions_total{team="beta",value="growth"}' in samples
+            alpha = 'rapport_recognitions_total{team="alpha"'
+            kudos = sum(v for k, v in samples.items() if k.startswith(alpha)) == 4
             return samples if trust and kudos else None
 
         samples = wait_until(figures, timeout=60)
@@ -173,7 +174,10 @@ def test_each_manager_gets_one_digest_whose_numbers_match_metrics(
     assert "No recognition in 14+ days: Dan Person, Eve Person, Fin Person." in text
     assert "Ivy" not in text and "Gus" not in text  # nobody from another team
     bo = plain(box.to("bo@x.io")[0])
-    assert "Not enough survey answers yet" in bo and "Trust index" not in bo  # 3 of k=5
+    # Beta has three people (k = 5): their names to their manager, no team figure.
+    assert "Team figures appear for teams of at least 5 active members" in bo
+    assert "Trust index" not in bo and "Recognitions received" not in bo
+    assert not [k for k in samples if 'team="beta"' in k]
 
     for proc in replicas:  # a restart must not send anything again
         proc.terminate()
@@ -237,9 +241,9 @@ ODD = as_json(
         person("tie", "t1"),
         person("tie1", "t3", "tie"),
         person("tie2", "t2", "tie"),
-        # A team whose snapshot breaks the digest (a block without answers).
-        person("br", "broken"),
-        person("br1", "broken", "br"),
+        # A team whose snapshot breaks the digest (a block without answers); of k = 5, so
+        # that its figures are read at all.
+        *team("broken", "br", ["br1", "br2", "br3", "br4"]),
         person("loner", "solo"),  # no reports: no digest
     ]
 )

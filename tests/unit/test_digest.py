@@ -12,7 +12,7 @@ import pytest
 from services.aggregator import rounds as agg
 from services.digest import render, subscriptions
 from services.digest.api import due_week
-from services.digest.service import Digest, NotAManager, build
+from services.digest.service import Digest, NotAManager, TeamFigures, build
 from services.digest.settings import DigestSettings
 from shared.contract.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
 from shared.figures import connections as cx
@@ -32,6 +32,9 @@ PEOPLE = [
     Person(id="x", name="Xi Beta", email="x@x.io", team_id="beta", manager_id="lee"),
     Person(id="y", name="Yu Beta", email="y@x.io", team_id="beta", manager_id="x"),
     Person(id="w", name="Wu Beta", email="w@x.io", team_id="beta", manager_id="x"),
+    # Two more people in a team below k: with beta, five hidden people, so no other team
+    # needs hiding to protect them (shared.figures.privacy).
+    *[Person(id=i, name=f"{i} Gamma", email=f"{i}@x.io", team_id="gamma") for i in ("g1", "g2")],
 ]  # fmt: skip
 
 
@@ -82,45 +85,89 @@ def graph(last_day: date, days: int) -> cx.Graph:
 
 
 def digest(manager: str = "lee") -> Digest:
-    return build(manager, "2026-W46", directory(), snapshots().get, graph, DEFAULT)
+    return build(manager, "2026-W46", directory(), snapshots().get, graph, DEFAULT, K)
+
+
+def figures(d: Digest) -> TeamFigures:
+    assert d.figures is not None
+    return d.figures
 
 
 def test_appreciation_figures_match_hand_computed_values() -> None:
     d = digest()
     assert d.team_id == "alpha"  # where lee's reports are (one of them is in beta)
     assert (d.first_day.isoformat(), d.last_day.isoformat()) == ("2026-11-09", "2026-11-15")
-    assert (d.received, d.given) == (3, 3)
-    assert d.top_values == [("growth", 2), ("direction", 1)]
-    assert d.coverage == pytest.approx(2 / 7) and d.coverage_before == pytest.approx(1 / 7)
-    assert d.cross_team == pytest.approx(1 / 3)
+    f = figures(d)
+    assert (f.received, f.given) == (3, 3)
+    assert f.top_values == [("growth", 2), ("direction", 1)]
+    assert f.coverage == pytest.approx(2 / 7) and f.coverage_before == pytest.approx(1 / 7)
+    assert f.cross_team == pytest.approx(1 / 3)
     # lee's own people with nothing in 14 days, by name; never z, who reports to a.
     assert [p.id for p in d.unrecognized] == ["c", "d", "e", "x"]
-    assert [(p.week, p.received) for p in d.trend][-2:] == [("2026-W45", 1), ("2026-W46", 3)]
-    assert len(d.trend) == 8
+    assert [(p.week, p.received) for p in f.trend][-2:] == [("2026-W45", 1), ("2026-W46", 3)]
+    assert len(f.trend) == 8
 
 
 def test_trust_figures_suggestions_and_the_below_k_team() -> None:
     d = digest()
-    assert d.trust is not None
+    trust = figures(d).trust
+    assert trust is not None
     f = tr.figures(snapshots()["alpha"].trust, tr.trailing(d.last_day, 28), 7)
-    assert f is not None and d.trust.index == pytest.approx(f.index)
-    assert d.trust.index == pytest.approx(100 * 6 / 7)  # growth 2 for all, the rest 4
-    growth = next(r for r in d.trust.dimensions if r.dimension == "growth")
+    assert f is not None and trust.index == pytest.approx(f.index)
+    assert trust.index == pytest.approx(100 * 6 / 7)  # growth 2 for all, the rest 4
+    growth = next(r for r in trust.dimensions if r.dimension == "growth")
     assert (growth.score, growth.favorable, growth.gap) == (2.0, 0.0, 3.0)
-    assert d.trust.change is None  # nothing published in the 28 days to a week earlier
+    assert trust.change is None  # nothing published in the 28 days to a week earlier
     assert d.actions[0].startswith("Ask each report in your next 1:1")  # weakest: growth
     assert d.actions[1].startswith("You rated growth 3.0 points higher")  # largest gap
     assert d.actions[2].startswith("Recognize C Person, D Person, E Person and 1 more")
-    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT)
-    assert beta.team_id == "beta" and beta.trust is None
-    text = render.text(beta, SETTINGS)
+    few = dataclasses.replace(d, figures=dataclasses.replace(figures(d), trust=None))
+    text = render.text(few, SETTINGS)
     assert "Not enough survey answers yet" in text and "Trust index" not in text
 
 
+def test_a_team_below_k_gets_its_people_named_to_its_manager_and_no_team_figure() -> None:
+    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT, K)
+    assert beta.team_id == "beta" and beta.members == 3 and beta.figures is None
+    assert [p.id for p in beta.connections.isolated] == ["w"]  # per-person facts: theirs
+    text, page = render.text(beta, SETTINGS), render.preview(beta, SETTINGS)
+    assert "Team figures appear for teams of at least 5 active members" in text
+    assert "beta has 3." in text
+    for shown in (text, page):
+        assert not any(
+            word in shown
+            for word in (
+                "Recognitions received",
+                "Trust",
+                "Coverage",
+                "exchanged recognition with",
+                "EIGHT WEEKS",
+            )
+        )
+    msg = render.message(beta, SETTINGS)
+    assert msg["Subject"] == "beta, 2026-W46: your weekly digest"
+    assert not [p for p in msg.walk() if p.get_content_type() == "image/png"]  # no chart
+
+
+def test_a_team_that_would_reveal_a_smaller_one_by_subtraction_gets_no_team_figure() -> None:
+    """Without gamma, beta (3 people) is the only hidden team: alpha's figures beside the
+    organisation's totals would be beta's. Alpha, the smallest published team, is hidden
+    too."""
+    view = DirectoryView(Settings())
+    for p in PEOPLE:
+        if p.team_id != "gamma":
+            view.put(p.id, p)
+    d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
+    assert d.team_id == "alpha" and d.members == 7 and d.figures is None
+    assert [p.id for p in d.unrecognized] == ["c", "d", "e", "x"]  # still, to their manager
+    assert "Team figures are withheld" in render.text(d, SETTINGS)
+
+
 def test_connections_name_only_the_managers_own_people() -> None:
-    c = digest().connections
+    d = digest()
+    c = d.connections
     # 28 days to 15 Nov: a -> y (beta). To 8 Nov: x -> d (beta) on 14 Oct.
-    assert (c.breadth, c.breadth_before) == (1, 1)
+    assert (figures(d).breadth, figures(d).breadth_before) == (1, 1)
     # lee's reports with no link in 28 days (x in beta too); never z, who reports to a.
     assert [p.id for p in c.isolated] == ["d", "e", "x"]
     assert [p.id for p in c.not_recognized] == ["a", "b", "d", "e", "x"]  # lee thanked c
@@ -128,8 +175,7 @@ def test_connections_name_only_the_managers_own_people() -> None:
     text = render.text(digest(), SETTINGS)
     assert "Teams exchanged recognition with: 1 (a week before: 1)" in text
     assert "Neither gave nor received any recognition: D Person, E Person, Xi Beta." in text
-    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT).connections
-    assert beta.breadth == 1 and beta.breadth_before == 1  # a -> y now, x -> d before
+    beta = build("x", "2026-W46", directory(), snapshots().get, graph, DEFAULT, K).connections
     assert [p.id for p in beta.isolated] == ["w"] and [p.id for p in beta.not_recognized] == [
         "w",
         "y",
@@ -175,9 +221,11 @@ def test_the_email_has_text_html_and_the_chart_inline() -> None:
 
 
 def test_one_recognition_is_one_recognition() -> None:
-    d = dataclasses.replace(digest(), received=1, trust=None)
-    assert render.subject(d) == "alpha, 2026-W46: 1 recognition"
-    assert render.subject(dataclasses.replace(d, received=0)) == "alpha, 2026-W46: 0 recognitions"
+    d = digest()
+    one = dataclasses.replace(d, figures=dataclasses.replace(figures(d), received=1, trust=None))
+    assert render.subject(one) == "alpha, 2026-W46: 1 recognition"
+    none = dataclasses.replace(d, figures=dataclasses.replace(figures(d), received=0, trust=None))
+    assert render.subject(none) == "alpha, 2026-W46: 0 recognitions"
 
 
 def test_the_message_id_domain_comes_from_its_setting() -> None:
@@ -210,7 +258,7 @@ def test_names_reach_the_digest_without_control_or_bidirectional_characters() ->
     for p in people:
         view.put(p.id, p)
     assert view.get("d") is not None and view.get("d").name == tricky  # kept as typed
-    d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT)
+    d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
     msg = render.message(d, SETTINGS)
     parts = [render.preview(d, SETTINGS), render.text(d, SETTINGS), d.connections.action]
     parts += d.actions
