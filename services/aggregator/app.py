@@ -6,6 +6,7 @@ rapport.feedback.survey.v1 --forward--> team-facts                            (f
 team-facts --aggregate--> tables team-days, team-trust                      (aggregate.py)
 tables --every 0.2 s--> rapport.metrics.snapshots.v1                       (publish.py)
 the group's committed offsets --every 5 s--> committed lag by stage            (lag.py)
+a tick --every forget_within_s / 4--> each topic whose deleted records must go
 
 Each stage runs a batch at a time (batches.py) and writes through output.py, all of it
 in produce batches; what is on team-facts, and how each kind is read, is records.py;
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 Lanes = dict[str, asyncio.Queue[list[Message]]]
 FETCH_RECORDS = 2000  # at most per fetch, so per batch
 INPUTS = (topics.RECOGNITION, topics.EVENTS, topics.SURVEY, topics.TEAM_FACTS)
+# A key no table or view ever sets, as a table's changelog writes it (JSON).
+TICK = b'"#tick"'
 
 
 def create_app(
@@ -60,7 +63,7 @@ def create_app(
         app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
     worker = Worker(app, settings, lanes, AggregatorMetrics(registry or CollectorRegistry()))
     for task in (worker.fan_out_stage, worker.forward_stage, worker.aggregate_stage,
-                 worker.publish, worker.committed_lag):  # fmt: skip
+                 worker.publish, worker.committed_lag, worker.ticks):  # fmt: skip
         app.task(task)
     app.on_partitions_revoked.connect(worker.revoked)  # type: ignore[arg-type]  # see below
     app.on_before_shutdown.connect(worker.stopping)  # type: ignore[arg-type]  # mode's type is too narrow
@@ -105,7 +108,7 @@ class Worker:
         days.load = event_ids.load = service.compact  # their ids in arrays, not lists
         for source in (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS):
             metrics.dlq.labels(source)  # a series at 0 from the start, not after a first
-        out = Output(app, metrics)
+        self.out = out = Output(app, metrics)
         partition_of = partitioner(n)
         questions = catalogue(settings)
         self.directory = Roster(settings)
@@ -146,6 +149,24 @@ class Worker:
             return [TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
 
         await lag.run(self.settings, assigned, self.metrics.committed_lag)
+
+    async def ticks(self) -> None:
+        """A tombstone for a key that is never set (``TICK``) on every partition of each
+        topic whose deleted records must go (``topics.forgetting``), every quarter of
+        ``forget_within_s``: Apache Kafka rolls a segment, the only way its records can
+        be compacted, only when something is appended."""
+        if self.settings.embedded:
+            return  # its memory storage never compacts anything
+        every = {s.name: s.partitions for s in topics.all_topics(self.settings)}
+        names = topics.forgetting(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.forget_within_s / 4)
+            sent = [self.out.write(name, p, TICK, None) for name in names
+                    for p in range(every[name])]  # fmt: skip
+            failed = [r for r in await asyncio.gather(*sent, return_exceptions=True)
+                      if isinstance(r, BaseException)]  # fmt: skip
+            if failed:  # the next one will do
+                log.warning("%d of %d ticks not written: %r", len(failed), len(sent), failed[0])
 
     async def revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         for lane in self.lanes.values():  # faust seeks back to the committed offsets

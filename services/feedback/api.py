@@ -87,7 +87,6 @@ async def post_survey_response(
         body,
         idempotency_key=idempotency_key,
         client=client,
-        settings=parts.settings,
         questions=catalogue(parts.settings),
         directory=parts.directory,
         rounds=rounds,
@@ -118,9 +117,8 @@ async def post_self_assessment(
 
 
 def create(settings: FeedbackSettings | None = None) -> FastAPI:
-    """Build the feedback service app; refuse an unsafe pseudonym key in production."""
+    """Build the feedback service app; refuse unsafe settings in production."""
     settings = settings or FeedbackSettings()
-    # Pseudonyms are only as safe as their key.
     settings.check_secrets()
     catalogue(settings)  # a broken questions file stops the service now, not per request
     return create_writer_app("Rapport feedback service", settings, [router], {"rounds": RoundsView})

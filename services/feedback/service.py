@@ -1,15 +1,15 @@
-"""Survey responses and self-assessments: validate, pseudonymize, publish.
+"""Survey responses and self-assessments: validate, replace the respondent, publish.
 
-The respondent's id never leaves this service: it is replaced by a keyed HMAC before
-anything is published (ARCHITECTURE §7). The same person always gets the same
-pseudonym, so the aggregator can count distinct respondents and let a resubmission
-replace the earlier answer, but nobody without the key can tell who it is.
+The respondent's id never leaves this service: it is replaced by their token for the
+round (``rounds.token``, under the round's respondent key) before anything is published
+(ARCHITECTURE §7). Within a round the same person always gets the same token, so the
+aggregator can count distinct respondents and let a resubmission replace the earlier
+answer; once the round closes its key is destroyed, and nobody can tell whose answers
+were whose.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from datetime import datetime
 
@@ -31,14 +31,7 @@ from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import Catalogue
 
 from .models import SelfAssessmentIn, SurveyResponseIn
-from .rounds import RoundsView
-from .settings import FeedbackSettings
-
-
-def pseudonym(settings: FeedbackSettings, person_id: str) -> str:
-    """The keyed HMAC of a person id (128 bits, hex)."""
-    key = settings.pseudonym_key.get_secret_value().encode()
-    return hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()[:32]
+from .rounds import RoundsView, token
 
 
 async def _person(directory: DirectoryView, person_id: str, field: str) -> Person:
@@ -67,26 +60,26 @@ async def accept_response(
     *,
     idempotency_key: str | None,
     client: Client,
-    settings: FeedbackSettings,
     questions: Catalogue,
     directory: DirectoryView,
     rounds: RoundsView,
     publisher: Publisher,
 ) -> str:
-    """Publish one survey response under a pseudonym; return its event id once acked."""
+    """Publish one survey response under the respondent's token for the round; return its
+    event id once acked."""
     try:
         questions.check_answers(body.answers)
     except ValueError as exc:
         raise InvalidInput("answers", str(exc).removeprefix("answers: ")) from None
     time = event_time(body.submitted_at, "submitted_at")
-    await rounds.require_open(body.survey_id)
+    key = await rounds.require_open(body.survey_id)
     person = await _person(directory, body.respondent_id, "respondent_id")
     event = SurveyResponded(
         survey_id=body.survey_id,
         answers=body.answers,
         enps=body.enps,
         comment=body.comment,
-        respondent=pseudonym(settings, person.id),
+        respondent=token(key, person.id),
         team_id=person.team_id,
     )
     event_id = idempotency_key or str(uuid.uuid4())

@@ -29,6 +29,7 @@ SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
 SURVEY_ROUND = "rapport.feedback.survey_round.v1"
 ROUND_CLOSED = "rapport.feedback.round_closed.v1"
 ROUND_CLAIM = "rapport.feedback.round_claim.v1"
+ROUND_KEY = "rapport.feedback.round_key.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 DIGEST_SUBSCRIPTION = "rapport.digest.subscription.v1"
 
@@ -42,7 +43,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_EVENT_AGE = timedelta(days=90)
 MAX_COMMENT = 1000
 Score = Annotated[int, Field(ge=1, le=5)]
-Pseudonym = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Token = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
 def event_key(source: str, event_id: str) -> str:
@@ -161,9 +162,10 @@ class SurveyAnswers(Event):
 
 
 class SurveyResponded(SurveyAnswers):
-    """A survey response; ``respondent`` is a keyed pseudonym, never the person's id."""
+    """A survey response; ``respondent`` is the person's token for this round (``RoundKey``),
+    never their id."""
 
-    respondent: Pseudonym
+    respondent: Token
     team_id: Id
 
 
@@ -194,6 +196,15 @@ class RoundClaim(Event):
     claim: str = Field(pattern=r"^[0-9a-f]{32}$")
     at: datetime
     until: datetime
+
+
+class RoundKey(Event):
+    """An open round's respondent key (rounds topic, key ``survey_id#key``): 32 random
+    bytes, hex. A respondent's token is a keyed hash of their id under it, so the key is
+    the round's whole person-to-token map; its tombstone at close destroys the map."""
+
+    survey_id: Id
+    key: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class RoundClosed(Event):

@@ -37,6 +37,11 @@ DLQ_PARTITIONS = 1
 SNAPSHOT_PARTITIONS = 4
 
 
+def forgetting(settings: Settings) -> list[str]:
+    """The topics whose deleted records must physically go (each gets ticks)."""
+    return [s.name for s in all_topics(settings) if "max.compaction.lag.ms" in s.configs]
+
+
 def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 
@@ -78,6 +83,14 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     private = {"cleanup.policy": "delete",
                "retention.ms": str(settings.survey_retention_days * DAY_MS)}  # fmt: skip
     compact = {"cleanup.policy": "compact"}
+    # What must be forgotten once deleted: a segment is compacted at the latest half of
+    # ``forget_within_s`` after its first record, and the aggregator appends a tick to
+    # every partition each quarter of it (a segment rolls only on an append), so a
+    # deleted record is gone within three quarters of it plus a pass of Kafka's log
+    # cleaner (every 15 s by default).
+    # A compacted segment's old file goes 5 s after (Kafka's default: a minute).
+    forget = {**compact, "max.compaction.lag.ms": str(settings.forget_within_s * 500),
+              "file.delete.delay.ms": "5000"}  # fmt: skip
     return [
         TopicSpec(RECOGNITION, n, log),
         TopicSpec(dlq(RECOGNITION), DLQ_PARTITIONS, log),
@@ -88,11 +101,11 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(EVENTS, n, private),
         # faust's table changelogs must match their source's partitions.
         TopicSpec(changelog(TEAM_DAYS_TABLE), n, compact),
-        TopicSpec(changelog(TEAM_TRUST_TABLE), n, compact),
+        TopicSpec(changelog(TEAM_TRUST_TABLE), n, forget),
         TopicSpec(changelog(EVENT_IDS_TABLE), n, compact),
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
         TopicSpec(DIRECTORY, 4, compact),
-        TopicSpec(ROUNDS, 1, compact),
+        TopicSpec(ROUNDS, 1, forget),
         TopicSpec(SNAPSHOTS, SNAPSHOT_PARTITIONS, compact),
         TopicSpec(DIGEST_LOG, 4, compact),
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),

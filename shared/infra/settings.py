@@ -51,8 +51,8 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         default="production",
-        description="development (what `make run` sets): a dev API key, dev keys for "
-        "pseudonyms and digest links, a local mail sink and demo data; production: every "
+        description="development (what `make run` sets): a dev API key, a dev key for "
+        "digest links, a local mail sink and demo data; production: every "
         "secret must be set, and each process names each one that is missing.",
     )
     kafka_bootstrap_servers: str | None = Field(
@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         ge=1,
         description="How long raw survey answers stay on their topics: "
         "the longest trust window (privacy).",
+    )
+    forget_within_s: int = Field(
+        default=3600,
+        ge=2,
+        description="How soon a deleted record that must be forgotten (a closed round's "
+        "answers and respondent key) is gone from Apache Kafka's disks, a minute or more "
+        "(Kafka's log cleaner looks every 15 s). The embedded broker keeps everything in "
+        "memory until it stops.",
     )
     session_timeout_s: float | None = Field(
         default=None,

@@ -14,8 +14,8 @@ import yaml
 from shared.devtools.apache_kafka import KAFKA_VERSION, broker_settings
 from tests.support import ROOT
 
-SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_PSEUDONYM_KEY": "k" * 32,
-           "RAPPORT_DIGEST_LINK_KEY": "l" * 32, "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
+SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_DIGEST_LINK_KEY": "l" * 32,
+           "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -37,9 +37,9 @@ def config() -> dict[str, Any]:
 
 
 def test_required_secrets_stop_compose_with_a_clear_message() -> None:
-    done = compose_config({k: v for k, v in SECRETS.items() if k != "RAPPORT_PSEUDONYM_KEY"})
+    done = compose_config({k: v for k, v in SECRETS.items() if k != "RAPPORT_DIGEST_LINK_KEY"})
     assert done.returncode != 0
-    assert "set RAPPORT_PSEUDONYM_KEY in .env" in done.stderr
+    assert "set RAPPORT_DIGEST_LINK_KEY in .env" in done.stderr
 
 
 def test_every_part_of_the_platform_is_there(config: dict[str, Any]) -> None:

@@ -1,10 +1,8 @@
-"""The feedback service against a real broker: catalogue, pseudonyms, errors, auth."""
+"""The feedback service against a real broker: catalogue, tokens, errors, auth."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.feedback.api import create
-from services.feedback.rounds import MAX_OPEN_ROUNDS
-from services.feedback.settings import DEV_PSEUDONYM_KEY, FeedbackSettings
+from services.feedback.rounds import KEY_SUFFIX, MAX_OPEN_ROUNDS, token
+from services.feedback.settings import FeedbackSettings
 from services.recognition.api import create as create_recognition
 from shared.contract import topics
 from shared.contract.codec import decode
@@ -76,7 +74,7 @@ def test_a_yaml_file_replaces_the_catalogue(
     assert body["dimensions"] == ["direction", "wellbeing"]
 
 
-def test_a_response_is_published_under_a_keyed_pseudonym(
+def test_a_response_is_published_under_the_respondents_token_for_the_round(
     client: TestClient, settings: Settings
 ) -> None:
     body = {**RESPONSE, "enps": 9, "comment": "  More focus time, please. "}
@@ -85,13 +83,43 @@ def test_a_response_is_published_under_a_keyed_pseudonym(
     assert response.json() == {"event_id": "r1"}
     [(key, record)] = survey_records(settings)
     assert key == b"alpha"  # keyed by team: the team comes from the directory
-    expected = hmac.new(DEV_PSEUDONYM_KEY.encode(), b"ann", hashlib.sha256).hexdigest()[:32]
-    assert record["respondent"] == expected
+    round_key = client.app.state.rounds.keys.get("2026-11")  # type: ignore[attr-defined]
+    assert round_key is not None and len(round_key) == 32
+    assert record["respondent"] == token(round_key, "ann")
     assert record["type"] == "rapport.feedback.survey_response.v1"
     assert record.pop("partition") is not None
     assert record["comment"] == "More focus time, please."
     raw = orjson.dumps(record, default=str)
     assert b"ann" not in raw.lower() and b"respondent_id" not in raw
+
+
+def test_a_token_holds_within_a_round_and_its_key_is_destroyed_at_close(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.post("/v1/survey-rounds", json={"survey_id": "2026-12"}).status_code == 202
+    for survey, who in (("2026-11", "ann"), ("2026-11", "ann"), ("2026-11", "bob"),
+                        ("2026-12", "ann")):  # fmt: skip
+        answer = {**RESPONSE, "survey_id": survey, "respondent_id": who}
+        assert client.post("/v1/survey-responses", json=answer).status_code == 202
+    ann, again, bob, next_round = [r["respondent"] for _, r in survey_records(settings)]
+    assert ann == again  # a resubmission replaces the answer
+    assert len({ann, bob, next_round}) == 3  # nothing links ann's two rounds
+
+    assert client.post("/v1/survey-rounds/2026-11/close").status_code == 202
+    keys = client.app.state.rounds.keys  # type: ignore[attr-defined]
+    assert keys.get("2026-11") is None and keys.get("2026-12") is not None
+    kept = [r for r in asyncio.run(read_all(settings, topics.ROUNDS))
+            if r.key == b"2026-11" + KEY_SUFFIX.encode()]  # fmt: skip
+    if settings.embedded:  # never on the embedded broker, which never compacts: a file
+        assert kept == []
+        assert len(list((settings.var_dir / "round-keys").iterdir())) == 1  # 2026-12's
+    else:  # the key, then its tombstone (compacted away: tests/integration/test_forget.py)
+        assert [r.value is None for r in kept] == [False, True]
+    # A second close changes nothing; a restarted service has no key for the round.
+    assert client.post("/v1/survey-rounds/2026-11/close").status_code == 202
+    with TestClient(create(settings)) as fresh:
+        assert fresh.get("/readyz").status_code == 200
+        assert fresh.app.state.rounds.keys.get("2026-11") is None  # type: ignore[attr-defined]
 
 
 def test_a_self_assessment_is_for_the_team_the_leader_leads(

@@ -40,7 +40,7 @@ def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
     ("create", "kind", "named"),
     [
         (create_recognition, RecognitionSettings, ["RAPPORT_API_KEYS"]),
-        (create_feedback, FeedbackSettings, ["RAPPORT_API_KEYS", "RAPPORT_PSEUDONYM_KEY"]),
+        (create_feedback, FeedbackSettings, ["RAPPORT_API_KEYS"]),
         (
             create_digest,
             DigestSettings,
@@ -75,12 +75,10 @@ def test_keys_shorter_than_32_characters_refuse_to_load_outside_development(
 
 
 def test_a_production_service_starts_with_its_secrets(tmp_path: Path) -> None:
-    settings = FeedbackSettings(
-        var_dir=tmp_path, api_keys=keys(("hr", LONG)), pseudonym_key=SecretStr("p" * 32)
-    )
+    settings = FeedbackSettings(var_dir=tmp_path, api_keys=keys(("hr", LONG)))
     assert create_feedback(settings).title == "Rapport feedback service"
-    with pytest.raises(UnsafeSettings, match="RAPPORT_PSEUDONYM_KEY must be a secret"):
-        create_feedback(settings.model_copy(update={"pseudonym_key": SecretStr("p" * 31)}))
+    with pytest.raises(UnsafeSettings, match="key 'hr' is shorter than 32"):
+        create_feedback(settings.model_copy(update={"api_keys": keys(("hr", "p" * 31))}))
 
 
 def test_development_generates_the_dev_key(tmp_path: Path) -> None:
@@ -101,7 +99,6 @@ def test_rapport_run_outside_development_names_each_secret_and_starts_nothing(
     assert done.returncode == 2, done.stdout
     for name in (
         "RAPPORT_API_KEYS",
-        "RAPPORT_PSEUDONYM_KEY",
         "RAPPORT_SMTP_HOST",
         "RAPPORT_DIGEST_LINK_KEY",
         "RAPPORT_DIGEST_PUBLIC_URL",
