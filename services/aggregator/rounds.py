@@ -16,7 +16,7 @@ once per partition.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,16 +32,17 @@ from shared.contract.events import (
     TrustBlock,
 )
 
-State = dict[str, Any]  # a team's: {"results": [...], "predictions": [...]}
+State = dict[str, Any]  # a team's: {"results": [...], "predictions": [...], "sizes": [...]}
 Unit = dict[str, Any]  # one respondent's latest answer to an open round
 RETENTION = timedelta(days=70)  # 9 ISO weeks of trend plus the 28-day window's reach
 MAX_RESULTS = 12  # closed rounds kept per team
 MAX_PREDICTIONS = 12  # leader predictions kept per team
 MAX_COMMENTS = 50  # comments published per team and round (a sample, in hash order)
+MAX_GUARDED = 24  # published rounds per team whose sizes the differencing guard weighs
 
 
 def new_state() -> State:
-    return {"results": [], "predictions": []}
+    return {"results": [], "predictions": [], "sizes": []}
 
 
 def respond(unit: Unit | None, r: SurveyResponded, event_id: str, time: datetime) -> Unit | None:
@@ -85,9 +86,41 @@ def close(
     return result, _shuffled(comments)[:MAX_COMMENTS] if len(comments) >= ck else []
 
 
+def differ_by_few(published: Sequence[int], n: int, k: int) -> bool:
+    """Whether a group of ``n`` people, beside groups of the ``published`` sizes, lets some
+    combination of them (each added, subtracted or left out) come to 1 to k - 1 people.
+
+    Respondents are known only by a token per round, so which people two rounds share
+    cannot be known; whoever reads the figures can assume the most: that a round of six is
+    an earlier round of five plus one, each answering as before. Then six times the one
+    mean minus five times the other is that one person's answer. Sums of whole rounds
+    (any window) are combinations too. Only sizes can be weighed, so this holds back every
+    round that makes such a combination possible (ARCHITECTURE §7, differencing guard)."""
+    reach = {0}
+    for size in published:
+        reach |= {d + size for d in reach} | {d - size for d in reach}
+    return any(0 < abs(n + d) < k for d in reach)
+
+
+def guarded(state: State | None, result: dict[str, Any], k: int) -> dict[str, Any] | None:
+    """``result`` as the differencing guard lets it be published beside the team's
+    published rounds: whole, without its eNPS (whose scores alone would single someone
+    out), or not at all (``None``)."""
+    sizes = (state or new_state()).get("sizes", [])
+    if differ_by_few([r for r, _ in sizes], result["respondents"], k):
+        return None
+    enps = result["enps"]
+    if enps is not None and differ_by_few([e for _, e in sizes if e], enps[0], k):
+        return {**result, "enps": None}
+    return result
+
+
 def add_result(state: State | None, result: dict[str, Any]) -> State:
+    """The state with a published round's result (and its sizes, for the guard) added."""
     state = state or new_state()
     state["results"] = sorted([*state["results"], result], key=lambda r: (r["at"], r["s"]))
+    size = [result["respondents"], result["enps"][0] if result["enps"] else 0]
+    state["sizes"] = [*state.get("sizes", []), size][-MAX_GUARDED:]
     return state
 
 

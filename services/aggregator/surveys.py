@@ -13,6 +13,7 @@ and the team's events stay co-partitioned; ``#closed|p`` lives on partition p.
 from __future__ import annotations
 
 import copy
+import logging
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from shared.readmodels.questions import Catalogue
 
 from . import rounds
 
+log = logging.getLogger(__name__)
 Update = tuple[str, Any]  # a key and its new value; None deletes it
 MAX_CLOSED = 200  # rounds remembered as closed per partition (answers to them refused)
 
@@ -123,10 +125,16 @@ class Surveys:
             closing = rounds.close(units, survey_id, self._dimension_of, self._k, self._ck)
             if closing is None:
                 continue  # fewer than k respondents: nothing is ever published
-            result, comments = closing
-            if comments:
+            before = self.data.get(team_id)
+            result = rounds.guarded(before, closing[0], self._k)
+            if result is None:
+                log.info("round %r of team %r withheld: its %d respondents beside the team's "
+                         "published rounds would single someone out", survey_id, team_id,
+                         closing[0]["respondents"])  # fmt: skip
+                continue
+            if comments := closing[1]:
                 updates.append((comments_key(team_id, survey_id), comments))
-            state = rounds.add_result(copy.deepcopy(self.data.get(team_id)), result)
+            state = rounds.add_result(copy.deepcopy(before), result)
             updates += self._team(team_id, state, when)
             moved.add(team_id)
         return updates, moved

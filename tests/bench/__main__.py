@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import re
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from shared.infra.kafka import LINGER_MS, partition_for
 from shared.infra.settings import Settings
 from shared.infra.views import partitions_of
 from tests.support.kafka import put_people
+from tests.support.surveys import Table, response
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -685,12 +687,41 @@ def write(results: dict[str, Any]) -> None:
         f"{HISTORY_PEOPLE:,} people (5,000 teams) over {HISTORY_DAYS} days "
         "(`aggregator_eps_1m`, `aggregator_rss_mb`); a second worker joins, and is "
         "SIGKILLed under the same load as above (`takeover_history_s`).\n"
+        f"- guard: {GUARD_HISTORIES} random histories of 12 survey rounds per team size, "
+        "each round answered by a random number of the team, through the aggregator's "
+        "survey stage: the share of closed rounds the differencing guard publishes "
+        "(`guard_published_<team>`; "
+        + ", ".join(f"{t} people, {f} to {t} answering" for t, f in GUARD_TEAMS.items())
+        + ").\n"
     )
+
+
+GUARD_HISTORIES = 300
+GUARD_TEAMS = {12: 5, 20: 18, 50: 40}  # team size: fewest who answer a round
+
+
+def guard(results: dict[str, Any], broker: str) -> None:
+    """Share of closed rounds the differencing guard publishes, the aggregator's survey
+    stage run on a dict (the same on either broker): histories of 12 rounds, each answered
+    by a random number of the team's people, from the fewest to all."""
+    for team, fewest in GUARD_TEAMS.items():
+        rng = random.Random(team)
+        closed = shown = 0
+        for _ in range(GUARD_HISTORIES):
+            table = Table()
+            for r in range(12):
+                who = rng.sample(range(team), rng.randint(fewest, team))
+                table.feed([response(i, rng.randint(1, 5), rng.randint(1, 5), survey=f"s{r}")
+                            for i in who])  # fmt: skip
+                table.close(f"s{r}")
+            closed += 12
+            shown += len(table.published().blocks)
+        results[f"guard_published_{team}"] = round(shown / closed, 2)
 
 
 PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "scale": scale,
          "scaling": scaling, "freshness": freshness, "takeover": takeover,
-         "history": history}  # fmt: skip
+         "history": history, "guard": guard}  # fmt: skip
 
 
 def ratios(results: dict[str, Any]) -> None:

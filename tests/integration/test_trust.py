@@ -336,3 +336,30 @@ def test_an_open_round_survives_a_killed_worker_and_closes_exact(
     assert figures[RESPONSES] == K + 1
     favorable = 'rapport_trust_favorable_ratio{dimension="growth",team="alpha",window="28d"}'
     assert figures[favorable] == pytest.approx(1 / (K + 1))  # the one 5, the rest 2
+
+
+def test_a_round_of_the_same_five_plus_one_is_withheld(stack: Stack) -> None:
+    """The differencing attack of issue 30: round B's six are round A's five, answering
+    as before, plus one; six times B's mean minus five times A's would be that person's
+    answer. B is never published, not even its turnout."""
+    stack.open("a")
+    for n, m in enumerate(MEMBERS[:K]):
+        stack.answer(m, 2 + n % 4, survey="a")
+    stack.close("a")
+    stack.settle()
+    after_a = stack.trust_metrics()
+    assert after_a[RESPONSES] == K
+    stack.open("b")
+    for n, m in enumerate(MEMBERS[: K + 1]):
+        stack.answer(m, 2 + n % 4 if n < K else 5, survey="b")
+    stack.close("b")
+    stack.settle()
+    assert stack.trust_metrics() == after_a
+    assert [s["respondents"] for s in stack.snapshot()["trust"]["surveys"].values()] == [K]
+    # A round of the same size is not a difference of one: it is published.
+    stack.open("c")
+    for m in MEMBERS[1 : K + 1]:
+        stack.answer(m, 4, survey="c")
+    stack.close("c")
+    stack.settle()
+    assert stack.trust_metrics()[RESPONSES] == 2 * K
