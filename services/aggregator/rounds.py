@@ -106,7 +106,7 @@ def guarded(state: State | None, result: dict[str, Any], k: int) -> dict[str, An
     """``result`` as the differencing guard lets it be published beside the team's
     published rounds: whole, without its eNPS (whose scores alone would single someone
     out), or not at all (``None``)."""
-    sizes = (state or new_state()).get("sizes", [])
+    sizes = _sizes(state or new_state())
     if differ_by_few([r for r, _ in sizes], result["respondents"], k):
         return None
     enps = result["enps"]
@@ -118,10 +118,21 @@ def guarded(state: State | None, result: dict[str, Any], k: int) -> dict[str, An
 def add_result(state: State | None, result: dict[str, Any]) -> State:
     """The state with a published round's result (and its sizes, for the guard) added."""
     state = state or new_state()
+    state["sizes"] = [*_sizes(state), _size(result)][-MAX_GUARDED:]
     state["results"] = sorted([*state["results"], result], key=lambda r: (r["at"], r["s"]))
-    size = [result["respondents"], result["enps"][0] if result["enps"] else 0]
-    state["sizes"] = [*state.get("sizes", []), size][-MAX_GUARDED:]
     return state
+
+
+def _size(result: dict[str, Any]) -> list[int]:
+    return [result["respondents"], result["enps"][0] if result["enps"] else 0]
+
+
+def _sizes(state: State) -> list[list[int]]:
+    """The sizes of the team's published rounds (from its results, for a state kept
+    before the guard)."""
+    if "sizes" in state:
+        return list(state["sizes"])
+    return [_size(r) for r in state["results"]]
 
 
 def assess(state: State | None, a: SelfAssessed, event_id: str, time: datetime) -> State | None:

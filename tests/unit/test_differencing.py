@@ -189,3 +189,16 @@ def test_a_team_of_twenty_that_answers_every_round_sees_every_round_exactly() ->
 )
 def test_differ_by_few(published_sizes: list[int], n: int, risky: bool) -> None:
     assert rounds.differ_by_few(published_sizes, n, K) is risky
+
+
+def test_a_team_state_from_before_the_guard_is_guarded_by_its_published_rounds() -> None:
+    legacy = rounds.new_state()
+    del legacy["sizes"]
+    legacy["results"] = [{"s": "a", "at": "2026-11-01T00:00:00+00:00", "respondents": 5,
+                          "dimensions": {}, "enps": [5, 5, 0]}]  # fmt: skip
+    six = {"s": "b", "at": "2026-11-08T00:00:00+00:00", "respondents": 6, "dimensions": {},
+           "enps": None}  # fmt: skip
+    assert rounds.guarded(legacy, six, K) is None
+    ten = {**six, "respondents": 10, "enps": [6, 1, 1]}
+    assert rounds.guarded(legacy, ten, K) == {**ten, "enps": None}  # 6 scores beside 5
+    assert rounds.add_result(legacy, ten)["sizes"] == [[5, 5], [10, 6]]
