@@ -40,6 +40,8 @@ PEOPLE = as_json(
         person("bob", "t1", slack_id="U0BOB"),
         person("cid", "t2", slack_id="U0CID"),
         person("dan", "t2"),  # no Slack id
+        # Teams of k = 5: a smaller team has no figure on /metrics at all.
+        *(person(f"{t}x{i}", t) for t in ("t1", "t2") for i in range(3)),
     ]
 )
 
