@@ -99,10 +99,11 @@ def build_recognitions(
     outside = [p for p in weights if team_of[p] != SILO_TEAM]
     value_weights = (5, 3, 4, 2, 2, 3, 1)
     out = []
+    traders = set(by_team[TRADING_IN][1:3])
     for i in range(DAYS * 9):
         giver = rng.choice(people)["id"]
-        if giver in isolated:
-            continue
+        if giver in isolated or (giver in traders and rng.random() < 0.75):
+            continue  # the traders give mostly to each other (below)
         own = by_team[team_of[giver]]
         pool = own if team_of[giver] == SILO_TEAM or rng.random() >= 0.25 else outside
         candidates = [p for p in pool if p != giver and weights[p] > 0]
@@ -123,7 +124,7 @@ def build_recognitions(
             "channel": rng.choice(("slack", "slack", "hr-portal", "api")),
             "occurred_at": occurred.isoformat(),
         })  # fmt: skip
-    a, b = by_team[TRADING_IN][1:3]
+    a, b = sorted(traders)
     for n in range(2 * TRADES):
         giver, recipient = (a, b) if n % 2 == 0 else (b, a)
         out.append({

@@ -49,6 +49,13 @@ def post_rounds(
     last_week = now.date() - timedelta(days=now.isoweekday() + 6)  # its Monday
     tuesday = datetime.combine(last_week + timedelta(days=1), time(10), UTC)
     existing = {r["survey_id"]: r["state"] for r in client.get("/v1/survey-rounds").json()}
+    # The same people answer both rounds: a round whose turnout differs from the last by
+    # fewer than k people is withheld by the differencing guard (README).
+    answering: dict[str, list[dict[str, Any]]] = {}
+    for team, members in sorted(teams.items()):
+        answering[team] = [p for p in members if rng.random() < 0.85]
+        if len(answering[team]) < DEMO_K:  # a round of fewer than k shows nothing: all answer
+            answering[team] = members
     posted = 0
     for round_no, (survey, weeks_before) in enumerate(ROUNDS.items()):
         if existing.get(survey) == "closed":
@@ -64,10 +71,7 @@ def post_rounds(
             assessment = {"survey_id": survey, "leader_id": lead, "predicted": predicted,
                           "submitted_at": (when - timedelta(days=1)).isoformat()}  # fmt: skip
             client.post("/v1/self-assessments", json=assessment).raise_for_status()
-            answering = [p for p in members if rng.random() < 0.85]
-            if len(answering) < DEMO_K:  # a round of fewer than k shows nothing: all answer
-                answering = members
-            for n, m in enumerate(answering):
+            for n, m in enumerate(answering[team]):
                 answers = {d: _clip(rng.gauss(mean + trend, 0.9), 1, 5)
                            for d, mean in profile.items()}  # fmt: skip
                 body: dict[str, Any] = {

@@ -73,7 +73,7 @@ def mailpit(tmp_path: Path) -> Iterator[Mailpit]:
         proc.wait(timeout=10)
 
 
-PEOPLE = as_json(team("alpha", "lee", ["ann", "bob"]))
+PEOPLE = as_json(team("alpha", "lee", ["ann", "bob", "cat", "dan"]))  # k = 5: team figures
 
 
 def weeks_ago(n: int) -> str:
