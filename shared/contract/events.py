@@ -30,6 +30,7 @@ SURVEY_ROUND = "rapport.feedback.survey_round.v1"
 ROUND_CLOSED = "rapport.feedback.round_closed.v1"
 ROUND_CLAIM = "rapport.feedback.round_claim.v1"
 ROUND_KEY = "rapport.feedback.round_key.v1"
+SUBJECT_KEY = "rapport.privacy.subject_key.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
 DIGEST_SUBSCRIPTION = "rapport.digest.subscription.v1"
 
@@ -205,6 +206,14 @@ class RoundKey(Event):
 
     survey_id: Id
     key: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SubjectKey(Event):
+    """A person's data key, wrapped by the master key (subject keys topic, key = the
+    random subject id): whatever is sealed about them opens with it until it is erased."""
+
+    person_id: Id
+    wrapped: str = Field(pattern=r"^[0-9a-f]{1,512}$")
 
 
 class RoundClosed(Event):

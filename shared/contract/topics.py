@@ -19,6 +19,9 @@ SURVEY = "rapport.feedback.survey.v1"
 DIRECTORY = "rapport.directory.people.v1"
 # Survey rounds, key = survey id: opened, then closed, by an admin (feedback:admin).
 ROUNDS = "rapport.feedback.rounds.v1"
+# Every person's data key, wrapped (key = subject id): erased, whatever is sealed about
+# them can never be read again (shared.infra.subjects).
+SUBJECT_KEYS = "rapport.privacy.subject-keys.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
 # Digest deliveries per (manager, ISO week): claims and outcomes, so each is sent once.
 DIGEST_LOG = "rapport.digest.deliveries.v1"
@@ -106,6 +109,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
         TopicSpec(DIRECTORY, 4, compact),
         TopicSpec(ROUNDS, 1, forget),
+        TopicSpec(SUBJECT_KEYS, 1, forget),  # one log order: a person's first key is theirs
         TopicSpec(SNAPSHOTS, SNAPSHOT_PARTITIONS, compact),
         TopicSpec(DIGEST_LOG, 4, compact),
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),
