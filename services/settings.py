@@ -29,6 +29,7 @@ from shared.infra.settings import (
     ApiSettings,
     HttpSettings,
     PrivacySettings,
+    SealingSettings,
     Settings,
     SurveySettings,
 )
@@ -57,8 +58,9 @@ class RunSettings(
 
 # In the order they are documented: shared parts first, then each service's own.
 CLASSES: list[type[Settings]] = [
-    Settings, HttpSettings, ApiSettings, PrivacySettings, SurveySettings, RecognitionSettings,
-    FeedbackSettings, MetricsSettings, DigestSettings, AggregatorSettings, RunSettings,
+    Settings, HttpSettings, SealingSettings, ApiSettings, PrivacySettings, SurveySettings,
+    RecognitionSettings, FeedbackSettings, MetricsSettings, DigestSettings, AggregatorSettings,
+    RunSettings,
 ]  # fmt: skip
 
 

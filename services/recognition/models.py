@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing import Self
 
-from shared.contract.events import Person, RecognitionFields
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.contract.events import Message, Person, RecognitionFields, check_message
 
 MAX_BATCH = 500
 
 
 class RecognitionIn(RecognitionFields):
+    message: Message
     occurred_at: AwareDatetime | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _message(self) -> Self:
+        check_message(self.message)
+        return self
 
 
 class RecognitionBatchIn(BaseModel):

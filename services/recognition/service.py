@@ -23,6 +23,7 @@ from shared.infra.auth import Client
 from shared.infra.deps import Parts, get_parts
 from shared.infra.errors import InvalidInput
 from shared.infra.kafka import Publisher, Record
+from shared.infra.sealing import seal
 
 from .models import RecognitionIn
 from .settings import RecognitionSettings
@@ -108,10 +109,26 @@ async def accept_recognitions(
     inactive = await parts.directory.inactive(people)
     for r, at in zip(requests, where, strict=True):
         check_people(r, at, inactive)
+    subjects = await parts.subjects.ensure(people, parts.publisher)
+    source = source_for(client)
+    for r, (_, data), event_id in zip(requests, events, ids, strict=True):
+        keys = {}
+        for person in (r.giver_id, *r.recipient_ids):
+            key = parts.subjects.key(subjects[person])
+            assert key is not None  # found or made just now
+            keys[subjects[person]] = key
+        data["sealed_message"] = seal(data.pop("message"), keys,
+                                      message_context(source, event_id))  # fmt: skip
     await parts.publisher.publish(
         [recognition_record(e, i, client) for e, i in zip(events, ids, strict=True)]
     )
     return ids
+
+
+def message_context(source: str, event_id: str) -> str:
+    """What a recognition's sealed message is bound to: its event (moved to another, it
+    does not open)."""
+    return f"{RECOGNITION_GIVEN} {source} {event_id}"
 
 
 def person_record(person_id: str, person: Person | None, client: Client) -> Record:

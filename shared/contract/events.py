@@ -103,14 +103,11 @@ class RecognitionFields(Event):
 
     giver_id: Id
     recipient_ids: tuple[Id, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE)
     values: tuple[str, ...] = Field(min_length=1, max_length=MAX_VALUES)
     channel: str = Field(default="api", min_length=1, max_length=32)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if is_blank(self.message):
-            raise ValueError("message: must not be blank (nothing in it shows)")
         if self.giver_id in self.recipient_ids:
             raise ValueError("recipient_ids: self-recognition is not allowed")
         if len(set(self.recipient_ids)) != len(self.recipient_ids):
@@ -120,10 +117,33 @@ class RecognitionFields(Event):
         return self
 
 
-class RecognitionGiven(RecognitionFields):
-    """One person thanked one or more others, tagged with 1 to 3 company values."""
+Message = Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE)]
 
+
+def check_message(message: str | None) -> None:
+    if message is not None and is_blank(message):
+        raise ValueError("message: must not be blank (nothing in it shows)")
+
+
+class RecognitionGiven(RecognitionFields):
+    """One person thanked one or more others, tagged with 1 to 3 company values.
+
+    The message is ``sealed_message`` when the recognition service published it: sealed
+    with the giver's and every recipient's data keys (``shared.infra.sealing``), so that
+    erasing any of them makes it unreadable. A producer writing to the topic itself may
+    send ``message`` as plain text instead (then no erasure reaches it).
+    """
+
+    message: Message | None = None
+    sealed_message: str | None = Field(default=None, min_length=1, max_length=16_384)
     occurred_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _one_message(self) -> Self:
+        if (self.message is None) == (self.sealed_message is None):
+            raise ValueError("message: give either message or sealed_message, one of them")
+        check_message(self.message)
+        return self
 
 
 SLACK_USER_ID = r"^[UW][A-Z0-9]{2,20}$"  # as Slack writes them: U024BE7LH, W012A3CDE

@@ -17,6 +17,7 @@ from shared.infra.auth import ApiKeys
 from shared.infra.fastpath import serve_first
 from shared.infra.kafka import Publisher
 from shared.infra.settings import ApiSettings
+from shared.infra.subjects import SubjectKeys
 from shared.infra.views import TopicView
 from shared.infra.web import create_app
 from shared.readmodels.directory import DirectoryView
@@ -32,6 +33,7 @@ class Parts(Generic[S]):
     settings: S
     directory: DirectoryView  # who may give, receive and answer
     publisher: Publisher
+    subjects: SubjectKeys  # everyone's data key: what is sealed about them, erased with it
 
 
 async def get_parts(request: Request) -> Parts[Any]:
@@ -61,8 +63,9 @@ def create_writer_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.api_keys = api_keys
         publisher, directory = Publisher(settings), DirectoryView(settings)
-        app.state.parts = Parts(settings, directory, publisher)
-        followed: list[TopicView] = [directory]
+        subjects = SubjectKeys(settings)
+        app.state.parts = Parts(settings, directory, publisher, subjects)
+        followed: list[TopicView] = [directory, subjects]
         for name, kind in (views or {}).items():
             followed.append(kind(settings))
             setattr(app.state, name, followed[-1])

@@ -182,7 +182,35 @@ class HttpSettings(Settings):
         return value
 
 
-class ApiSettings(HttpSettings):
+DEV_MASTER_KEY = "d0" * 32
+
+
+class SealingSettings(Settings):
+    """What seals personal data, or reads it (``shared.infra.sealing``)."""
+
+    master_key: SecretStr = Field(
+        default=SecretStr(DEV_MASTER_KEY),
+        description="The master key that wraps every person's data key: 64 hex digits "
+        "(openssl rand -hex 32). Required outside development; give every service the "
+        "same. Lost, nothing sealed can be read again.",
+    )
+
+    @field_validator("master_key")
+    @classmethod
+    def _hex(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise ValueError("must be 64 hex digits (32 bytes: openssl rand -hex 32)")
+        return value
+
+    def unsafe(self) -> list[str]:
+        problems = super().unsafe()
+        if self.master_key.get_secret_value() == DEV_MASTER_KEY:
+            problems.append("RAPPORT_MASTER_KEY is not set (64 hex digits: openssl rand -hex 32)")
+        return problems
+
+
+class ApiSettings(HttpSettings, SealingSettings):
     """The services callers write through with an API key (recognition, feedback, digest)."""
 
     api_keys: SecretStr | None = Field(

@@ -25,17 +25,18 @@ from shared.contract import topics
 from shared.contract.codec import CloudEvent
 from shared.contract.events import SUBJECT_KEY, SubjectKey
 from shared.infra.kafka import Publisher, Record
-from shared.infra.sealing import MasterKey, new_data_key, new_subject
-from shared.infra.settings import Settings
+from shared.infra.sealing import LocalMasterKey, MasterKey, new_data_key, new_subject
+from shared.infra.settings import SealingSettings
 from shared.infra.views import TopicView, read_event
 
 
 class SubjectKeys(TopicView):
     topic = topics.SUBJECT_KEYS
 
-    def __init__(self, settings: Settings, master: MasterKey) -> None:
+    def __init__(self, settings: SealingSettings, master: MasterKey | None = None) -> None:
         super().__init__(settings)
-        self._master = master
+        secret = settings.master_key.get_secret_value()
+        self._master = master or LocalMasterKey(bytes.fromhex(secret))
         self._dir = settings.var_dir / "subject-keys" if settings.embedded else None
         self._subjects: dict[str, list[str]] = {}  # person -> their subjects, log order
         self._wrapped: dict[str, tuple[str, bytes]] = {}  # subject -> person, wrapped key

@@ -14,8 +14,8 @@ import yaml
 from shared.devtools.apache_kafka import KAFKA_VERSION, broker_settings
 from tests.support import ROOT
 
-SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_DIGEST_LINK_KEY": "l" * 32,
-           "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
+SECRETS = {"RAPPORT_API_KEYS": "[]", "RAPPORT_MASTER_KEY": "ab" * 32,
+           "RAPPORT_DIGEST_LINK_KEY": "l" * 32, "GRAFANA_ADMIN_PASSWORD": "secret"}  # fmt: skip
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,13 +16,16 @@ from fastapi.testclient import TestClient
 
 from services.recognition import api, slack
 from services.recognition.api import create
+from services.recognition.service import message_context
 from services.recognition.settings import RecognitionSettings
 from shared.contract import topics
 from shared.contract.codec import decode
 from shared.infra.auth import ensure_dev_key
 from shared.infra.deps import create_writer_app
 from shared.infra.fastpath import DirectRoute
+from shared.infra.sealing import subjects_of, unseal
 from shared.infra.settings import Settings
+from shared.infra.subjects import SubjectKeys
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
 from tests.support.people import as_json, team
@@ -56,6 +59,21 @@ def test_accepted_recognition_is_on_the_topic(client: TestClient, settings: Sett
     assert record["source"] == "/rapport/recognition/dev"
     assert record["type"] == "rapport.recognition.given.v1"
     assert record["recipient_ids"] == ["p2"] and record["channel"] == "api"
+
+
+def test_the_message_is_sealed_with_the_giver_and_every_recipient(
+    client: TestClient, settings: Settings
+) -> None:
+    body = {**KUDOS, "recipient_ids": ["p2", "p3"], "message": "Thanks for the release!"}
+    assert client.post("/v1/recognitions", json={**body, "event_id": "k-2"}).status_code == 202
+    [raw] = asyncio.run(read_all(settings, topics.RECOGNITION))
+    assert b"release" not in raw.value and "message" not in orjson.loads(raw.value)
+    [record] = recognitions(settings)
+    subjects: SubjectKeys = client.app.state.parts.subjects  # type: ignore[attr-defined]
+    sealed = str(record["sealed_message"])
+    assert set(subjects_of(sealed)) == {subjects.subject_of(p) for p in ("p1", "p2", "p3")}
+    context = message_context("/rapport/recognition/dev", "k-2")
+    assert unseal(sealed, subjects.key, context) == "Thanks for the release!"
 
 
 def test_idempotency_key_gives_the_same_event_id(client: TestClient, settings: Settings) -> None:

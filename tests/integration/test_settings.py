@@ -23,6 +23,9 @@ from shared.infra.settings import ApiSettings, Settings, UnsafeSettings
 LONG = "k" * 32
 
 
+MASTER = SecretStr("ab" * 32)
+
+
 def keys(*pairs: tuple[str, str]) -> SecretStr:
     configs = [{"name": name, "key": key, "scopes": ["recognition:write"]} for name, key in pairs]
     return SecretStr(orjson.dumps(configs).decode())
@@ -39,12 +42,13 @@ def test_no_broker_address_is_not_development(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("create", "kind", "named"),
     [
-        (create_recognition, RecognitionSettings, ["RAPPORT_API_KEYS"]),
-        (create_feedback, FeedbackSettings, ["RAPPORT_API_KEYS"]),
+        (create_recognition, RecognitionSettings, ["RAPPORT_MASTER_KEY", "RAPPORT_API_KEYS"]),
+        (create_feedback, FeedbackSettings, ["RAPPORT_MASTER_KEY", "RAPPORT_API_KEYS"]),
         (
             create_digest,
             DigestSettings,
             [
+                "RAPPORT_MASTER_KEY",
                 "RAPPORT_API_KEYS",
                 "RAPPORT_SMTP_HOST",
                 "RAPPORT_DIGEST_LINK_KEY",
@@ -65,17 +69,22 @@ def test_each_service_names_every_missing_secret(
 def test_keys_shorter_than_32_characters_refuse_to_load_outside_development(
     tmp_path: Path,
 ) -> None:
-    short = ApiSettings(var_dir=tmp_path, api_keys=keys(("slack", "change-me-1"), ("hr", LONG)))
+    short = ApiSettings(
+        var_dir=tmp_path, master_key=MASTER, api_keys=keys(("slack", "change-me-1"), ("hr", LONG))
+    )
     with pytest.raises(UnsafeSettings, match="key 'slack' is shorter than 32") as refused:
         ApiKeys.from_settings(short)
     assert "change-me-1" not in str(refused.value)  # the key itself is never printed
     assert ApiKeys.from_settings(short.model_copy(update={"environment": "development"}))
-    ok = ApiKeys.from_settings(ApiSettings(var_dir=tmp_path, api_keys=keys(("hr", LONG))))
+    ok = ApiKeys.from_settings(
+        ApiSettings(var_dir=tmp_path, master_key=MASTER, api_keys=keys(("hr", LONG)))
+    )
     assert ok.authenticate(LONG) is not None
 
 
 def test_a_production_service_starts_with_its_secrets(tmp_path: Path) -> None:
-    settings = FeedbackSettings(var_dir=tmp_path, api_keys=keys(("hr", LONG)))
+    settings = FeedbackSettings(var_dir=tmp_path, api_keys=keys(("hr", LONG)),
+                                master_key=MASTER)  # fmt: skip
     assert create_feedback(settings).title == "Rapport feedback service"
     with pytest.raises(UnsafeSettings, match="key 'hr' is shorter than 32"):
         create_feedback(settings.model_copy(update={"api_keys": keys(("hr", "p" * 31))}))
@@ -99,6 +108,7 @@ def test_rapport_run_outside_development_names_each_secret_and_starts_nothing(
     assert done.returncode == 2, done.stdout
     for name in (
         "RAPPORT_API_KEYS",
+        "RAPPORT_MASTER_KEY",
         "RAPPORT_SMTP_HOST",
         "RAPPORT_DIGEST_LINK_KEY",
         "RAPPORT_DIGEST_PUBLIC_URL",

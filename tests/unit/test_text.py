@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
+from services.recognition.models import RecognitionIn
 from services.recognition.slack import Kudos
-from shared.contract.events import Person, RecognitionFields, SurveyAnswers
+from shared.contract.events import Person, RecognitionGiven, SurveyAnswers
 from shared.contract.text import display_name, is_blank
 
 INVISIBLE = [
@@ -23,8 +25,11 @@ INVISIBLE = [
 @pytest.mark.parametrize("text", INVISIBLE)
 def test_a_message_of_only_invisible_characters_is_blank(text: str) -> None:
     assert is_blank(text)
+    fields = {"giver_id": "a", "recipient_ids": ("b",), "message": text, "values": ("growth",)}
     with pytest.raises(ValidationError, match="message: must not be blank"):
-        RecognitionFields(giver_id="a", recipient_ids=("b",), message=text, values=("growth",))
+        RecognitionIn(**fields)  # the HTTP body
+    with pytest.raises(ValidationError, match="message: must not be blank"):
+        RecognitionGiven(**fields, occurred_at=datetime.now(UTC))  # straight to the topic
     assert SurveyAnswers(survey_id="s", answers={"x": 3}, comment=text).comment is None
 
 
