@@ -40,7 +40,10 @@ class SubjectKeys(TopicView):
         self._dir = settings.var_dir / "subject-keys" if settings.embedded else None
         self._subjects: dict[str, list[str]] = {}  # person -> their subjects, log order
         self._wrapped: dict[str, tuple[str, bytes]] = {}  # subject -> person, wrapped key
-        self._keys: dict[str, bytes] = {}  # unwrapped, as used (Kafka only)
+        self._keys: dict[str, bytes] = {}  # unwrapped, as used
+        # Beside the embedded broker: what was read, and the file that must still be there.
+        self._files: dict[str, tuple[str, str]] = {}  # person -> their file, subject
+        self._key_paths: dict[str, str] = {}  # subject -> its file
 
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
@@ -70,24 +73,35 @@ class SubjectKeys(TopicView):
     def subject_of(self, person_id: str) -> str | None:
         """The person's subject id; ``None`` if they have none (or were erased)."""
         if self._dir is not None:
-            found = self._read_file(self._person_file(person_id))
-            return None if found is None else str(found["subject"])
+            known = self._files.get(person_id)
+            if known is not None and os.path.exists(known[0]):
+                return known[1]  # another process may have erased it: the file says
+            path = self._person_file(person_id)
+            found = self._read_file(path)
+            if found is None:
+                return None
+            self._files[person_id] = (str(path), str(found["subject"]))
+            return self._files[person_id][1]
         subjects = self._subjects.get(person_id)
         return subjects[0] if subjects else None
 
     def key(self, subject: str) -> bytes | None:
         """A subject's data key; ``None`` once its person is erased."""
-        if self._dir is not None:  # read each time: another process may have erased it
-            found = self._read_file(self._subject_file(subject))
-            if found is None:
-                return None
-            return self._master.unwrap(bytes.fromhex(str(found["wrapped"])), subject)
-        if (cached := self._keys.get(subject)) is not None:
+        cached = self._keys.get(subject)
+        if self._dir is None:
+            if cached is None and subject in self._wrapped:
+                cached = self._keys[subject] = self._master.unwrap(self._wrapped[subject][1],
+                                                                   subject)  # fmt: skip
             return cached  # until its tombstone is read
-        if subject not in self._wrapped:
+        if cached is not None and os.path.exists(self._key_paths[subject]):
+            return cached  # as long as its file is there: another process may erase it
+        path = self._subject_file(subject)
+        found = self._read_file(path)
+        if found is None:
+            self._keys.pop(subject, None)
             return None
-        key = self._master.unwrap(self._wrapped[subject][1], subject)
-        self._keys[subject] = key
+        key = self._master.unwrap(bytes.fromhex(str(found["wrapped"])), subject)
+        self._keys[subject], self._key_paths[subject] = key, str(path)
         return key
 
     # -- writing --------------------------------------------------------------------
