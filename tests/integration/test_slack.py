@@ -23,11 +23,14 @@ from fastapi.testclient import TestClient
 from slack_sdk.signature import SignatureVerifier
 
 from services.recognition.api import create
+from services.recognition.service import message_context
 from shared.contract import topics
 from shared.contract.codec import decode
 from shared.infra.auth import ensure_dev_key
 from shared.infra.broker import free_port, wait_for_port
+from shared.infra.sealing import unseal
 from shared.infra.settings import Settings
+from shared.infra.subjects import SubjectKeys
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
 from tests.support.metrics import scrape
@@ -178,7 +181,10 @@ def test_a_signed_kudos_is_one_recognition_answered_only_to_its_giver(
     [given] = recognitions(settings)
     assert given["giver_id"] == "ann" and given["recipient_ids"] == ["bob", "cid"]
     assert given["values"] == ["growth", "partnership"] and given["channel"] == "slack"
-    assert given["message"] == "thanks for unblocking the release <!channel> & more"  # data
+    subjects: SubjectKeys = app.app.state.parts.subjects  # type: ignore[attr-defined]
+    opened = unseal(given["sealed_message"], subjects.key,
+                    message_context("/rapport/recognition/slack", given["id"]))  # fmt: skip
+    assert opened == "thanks for unblocking the release <!channel> & more"  # data
     note = slack.wait_for("/respond/1")  # the public note, as the workspace wants it
     assert note["response_type"] == "in_channel"
     assert note["text"] == (

@@ -34,6 +34,7 @@ EXPECTED = {
     "rapport-aggregator-__assignor-__leader": ("delete", None),  # faust's own
     topics.DIRECTORY: ("compact", None),
     topics.ROUNDS: ("compact", None),
+    topics.SUBJECT_KEYS: ("compact", None),
     topics.SNAPSHOTS: ("compact", None),
     topics.DIGEST_LOG: ("compact", None),
     topics.DIGEST_SUBSCRIPTIONS: ("compact", None),
@@ -89,6 +90,10 @@ def test_topics_get_settings_by_purpose_and_a_partition_mismatch_stops_the_aggre
         if retention is not None:
             assert configs[name]["retention.ms"] == retention, name
     assert len(partitions[topics.TEAM_FACTS]) == len(partitions[topics.SURVEY]) == 4
+    # What must be forgotten is compacted within half of RAPPORT_FORGET_WITHIN_S (an hour).
+    forgetting = {n for n, c in configs.items() if c["max.compaction.lag.ms"] == "1800000"}
+    assert forgetting == {topics.ROUNDS, topics.SUBJECT_KEYS,
+                          "rapport-aggregator-team-trust-changelog"}  # fmt: skip
 
     again = rapport(kafka_cluster, "topics")  # nothing to create, nothing differs
     assert again.returncode == 0 and "created 0 topic(s)" in again.stdout, again.stderr
