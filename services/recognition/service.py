@@ -110,14 +110,15 @@ async def accept_recognitions(
     for r, at in zip(requests, where, strict=True):
         check_people(r, at, inactive)
     subjects = await parts.subjects.ensure(people, parts.publisher)
+    keys: dict[str, tuple[str, bytes]] = {}  # person -> subject and data key, once each
+    for person, subject in subjects.items():
+        key = parts.subjects.key(subject)
+        assert key is not None  # ensure() has just found or made it
+        keys[person] = (subject, key)
     source = source_for(client)
     for r, (_, data), event_id in zip(requests, events, ids, strict=True):
-        keys = {}
-        for person in (r.giver_id, *r.recipient_ids):
-            key = parts.subjects.key(subjects[person])
-            assert key is not None  # found or made just now
-            keys[subjects[person]] = key
-        data["sealed_message"] = seal(data.pop("message"), keys,
+        about = dict(keys[p] for p in (r.giver_id, *r.recipient_ids))
+        data["sealed_message"] = seal(data.pop("message"), about,
                                       message_context(source, event_id))  # fmt: skip
     await parts.publisher.publish(
         [recognition_record(e, i, client) for e, i in zip(events, ids, strict=True)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +26,17 @@ from shared.contract import topics
 from shared.contract.codec import CloudEvent
 from shared.contract.events import SUBJECT_KEY, SubjectKey
 from shared.infra.kafka import Publisher, Record
-from shared.infra.sealing import LocalMasterKey, MasterKey, new_data_key, new_subject
+from shared.infra.sealing import (
+    LocalMasterKey,
+    MasterKey,
+    forget_derived,
+    new_data_key,
+    new_subject,
+)
 from shared.infra.settings import SealingSettings
 from shared.infra.views import TopicView, read_event
+
+RELOOK_S = 1.0
 
 
 class SubjectKeys(TopicView):
@@ -44,6 +53,7 @@ class SubjectKeys(TopicView):
         # Beside the embedded broker: what was read, and the file that must still be there.
         self._files: dict[str, tuple[str, str]] = {}  # person -> their file, subject
         self._key_paths: dict[str, str] = {}  # subject -> its file
+        self._looked: dict[str, float] = {}  # file -> when it was last seen there
 
     def apply(
         self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
@@ -62,7 +72,8 @@ class SubjectKeys(TopicView):
 
     def _forget(self, subject: str) -> None:
         person, _ = self._wrapped.pop(subject, ("", b""))
-        self._keys.pop(subject, None)
+        if self._keys.pop(subject, None) is not None:
+            forget_derived()
         if subjects := self._subjects.get(person):
             subjects.remove(subject)
             if not subjects:
@@ -74,8 +85,8 @@ class SubjectKeys(TopicView):
         """The person's subject id; ``None`` if they have none (or were erased)."""
         if self._dir is not None:
             known = self._files.get(person_id)
-            if known is not None and os.path.exists(known[0]):
-                return known[1]  # another process may have erased it: the file says
+            if known is not None and self._still_there(known[0]):
+                return known[1]
             path = self._person_file(person_id)
             found = self._read_file(path)
             if found is None:
@@ -93,30 +104,46 @@ class SubjectKeys(TopicView):
                 cached = self._keys[subject] = self._master.unwrap(self._wrapped[subject][1],
                                                                    subject)  # fmt: skip
             return cached  # until its tombstone is read
-        if cached is not None and os.path.exists(self._key_paths[subject]):
-            return cached  # as long as its file is there: another process may erase it
+        if cached is not None and self._still_there(self._key_paths[subject]):
+            return cached
         path = self._subject_file(subject)
         found = self._read_file(path)
         if found is None:
-            self._keys.pop(subject, None)
+            if self._keys.pop(subject, None) is not None:
+                forget_derived()  # erased by another process
             return None
         key = self._master.unwrap(bytes.fromhex(str(found["wrapped"])), subject)
         self._keys[subject], self._key_paths[subject] = key, str(path)
         return key
 
+    def _still_there(self, path: str) -> bool:
+        """Whether a file read before is there still: another process may have erased it.
+        Looked at once a second at most (a look is a system call: a batch of 500 kudos
+        would make a thousand), so an erasure elsewhere takes effect within a second."""
+        now = time.monotonic()
+        if now - self._looked.get(path, -RELOOK_S) < RELOOK_S:
+            return True
+        if not os.path.exists(path):
+            self._looked.pop(path, None)
+            return False
+        self._looked[path] = now
+        return True
+
     # -- writing --------------------------------------------------------------------
 
     async def ensure(self, person_ids: Iterable[str], publisher: Publisher) -> dict[str, str]:
         """Every person's subject, made for those who have none yet."""
-        wanted = sorted(set(person_ids))
-        missing = [p for p in wanted if self.subject_of(p) is None]
-        if missing and self._dir is not None:
+        found = {p: self.subject_of(p) for p in sorted(set(person_ids))}
+        missing = [p for p, s in found.items() if s is None]
+        if not missing:
+            return {p: s for p, s in found.items() if s is not None}
+        if self._dir is not None:
             for person in missing:
                 self._create_files(person)
-        elif missing:
+        else:
             await publisher.publish([self._record(p) for p in missing])
             await self.sync()  # up to these, at least: the first in the log is theirs
-        subjects = {p: self.subject_of(p) for p in wanted}
+        subjects = {p: self.subject_of(p) for p in found}
         return {p: s for p, s in subjects.items() if s is not None}
 
     async def erase(self, person_id: str, publisher: Publisher) -> int:
@@ -125,8 +152,12 @@ class SubjectKeys(TopicView):
             found = self._read_file(self._person_file(person_id))
             if found is None:
                 return 0
-            self._subject_file(str(found["subject"])).unlink(missing_ok=True)
+            subject = str(found["subject"])
+            self._subject_file(subject).unlink(missing_ok=True)
             self._person_file(person_id).unlink(missing_ok=True)
+            self._files.pop(person_id, None)
+            self._keys.pop(subject, None)
+            forget_derived()
             return 1
         await self.sync()
         subjects = list(self._subjects.get(person_id, []))
