@@ -31,6 +31,14 @@ PEOPLE = spread(200, teams=10)
 PARTITIONS = "rapport_aggregator_partitions"
 
 
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """Six partitions: faust's assignor keeps a worker's partitions while it holds no more
+    than ceil(partitions / workers), so with four, a third worker that joins after two
+    have split them 2 + 2 gets none; with six, any three share 2 + 2 + 2."""
+    return {**env, "RAPPORT_TOPIC_PARTITIONS": "6"}
+
+
 def metrics(port: int) -> dict[str, str]:
     return {"RAPPORT_AGGREGATOR_METRICS_PORT": str(port)}
 
