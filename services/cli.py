@@ -260,11 +260,12 @@ def directory_import(
     out)."""
     from services.recognition.directory_import import import_people
     from shared.infra.errors import RapportError
+    from shared.infra.settings import SealingSettings
 
     _logging()
     try:
         with path.open(newline="") as f:
-            count = asyncio.run(import_people(Settings(), csv.DictReader(f)))
+            count = asyncio.run(import_people(SealingSettings(), csv.DictReader(f)))
     except RapportError as exc:
         typer.echo(f"error: {exc}; nothing was published", err=True)
         raise typer.Exit(1) from None

@@ -17,9 +17,11 @@ from faust.types import Message
 
 from shared.contract.codec import CloudEvent, CodecError, Headers, decode, encode
 from shared.contract.events import (
+    RESPONSE_WITHDRAWN,
     ROUND_CLOSED,
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
+    ResponseWithdrawn,
     RoundClosed,
     SelfAssessed,
     SurveyResponded,
@@ -27,11 +29,12 @@ from shared.contract.events import (
 from shared.readmodels.questions import Catalogue
 
 SURVEY = ("rapport_kind", b"survey")
-Feedback = SurveyResponded | SelfAssessed | RoundClosed
+Feedback = SurveyResponded | SelfAssessed | RoundClosed | ResponseWithdrawn
 MODELS: dict[str, type[Feedback]] = {
     SURVEY_RESPONSE: SurveyResponded,
     SELF_ASSESSMENT: SelfAssessed,
     ROUND_CLOSED: RoundClosed,
+    RESPONSE_WITHDRAWN: ResponseWithdrawn,
 }
 
 

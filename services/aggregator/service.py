@@ -45,7 +45,7 @@ PAIR = " "
 
 
 class Placed(Protocol):
-    """What fan-out needs to know of a person (a ``Person`` or a roster's ``Placement``)."""
+    """What fan-out needs to know of a person (a directory entry or a roster's ``Placement``)."""
 
     @property
     def id(self) -> str: ...

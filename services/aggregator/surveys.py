@@ -20,7 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from shared.contract.codec import CloudEvent
-from shared.contract.events import RoundClosed, SelfAssessed, SurveyResponded, TeamTrust
+from shared.contract.events import (
+    ResponseWithdrawn,
+    RoundClosed,
+    SelfAssessed,
+    SurveyResponded,
+    TeamTrust,
+)
 from shared.readmodels.questions import Catalogue
 
 from . import rounds
@@ -82,7 +88,7 @@ class Surveys:
     def changes(
         self,
         ce: CloudEvent,
-        item: SurveyResponded | SelfAssessed | RoundClosed,
+        item: SurveyResponded | SelfAssessed | RoundClosed | ResponseWithdrawn,
         partition: int,
         partition_of: Callable[[str], int],
     ) -> tuple[list[Update], set[str]]:
@@ -93,6 +99,10 @@ class Surveys:
         event_id = f"{ce.source} {ce.id}"
         if isinstance(item, RoundClosed):
             return self._close(item.survey_id, ce.time, partition, partition_of)
+        if isinstance(item, ResponseWithdrawn):  # its respondent was erased; after the
+            # close, nothing is left to withdraw (and nothing links the answers to them)
+            key = unit_key(item.team_id, item.survey_id, item.respondent)
+            return ([(key, None)], set()) if key in self.data else ([], set())
         closed = self.data.get(closed_key(partition)) or {}
         if item.survey_id in closed:
             raise RoundIsClosed(f"round {item.survey_id!r} closed before this reached the log")

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from shared.contract.events import Person
 from shared.contract.text import display_name
 
 if TYPE_CHECKING:
-    from .service import TrustPart
+    from .service import Named, TrustPart
 
 MAX_ACTIONS = 3
 NAMED = 3  # people named in a suggestion, then "and n more"
@@ -37,7 +36,7 @@ BY_DIMENSION = {
 GENERIC = "Ask your team in your next meeting what would make this a 4 or 5 for them."
 
 
-def names(people: Sequence[Person]) -> str:
+def names(people: Sequence[Named]) -> str:
     """The first people by name, as shown (``display_name``), and how many more."""
     shown = ", ".join(display_name(p.name) for p in people[:NAMED])
     return shown + (f" and {len(people) - NAMED} more" if len(people) > NAMED else "")
@@ -51,7 +50,7 @@ def _gap_action(dimension: str, gap: float) -> str:
 
 
 def suggest(
-    trust: TrustPart | None, unrecognized: Sequence[Person], coverage: float | None
+    trust: TrustPart | None, unrecognized: Sequence[Named], coverage: float | None
 ) -> list[str]:
     """Two or three suggested actions, most useful first."""
     actions: list[str] = []

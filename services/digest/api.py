@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from email.message import EmailMessage
 from time import monotonic
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -18,18 +17,19 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from shared.contract.events import Person
+from shared.contract.events import DirectoryEntry
 from shared.figures import connections as cx
 from shared.infra.auth import ApiKeys, Client, Require
 from shared.infra.errors import BrokerUnavailable, InvalidInput, NotFound, NotReady
 from shared.infra.kafka import Publisher
+from shared.infra.subjects import SubjectKeys
 from shared.infra.web import create_app, errors
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import catalogue
 from shared.readmodels.snapshots import SnapshotView
 
-from . import mail, render, service, subscriptions
-from .delivery import Deliverer, DeliveryLog, DigestMetrics, Outcome
+from . import erasure, mail, render, service, subscriptions
+from .delivery import Deliverer, DeliveryLog, DigestMetrics, Letter, Outcome
 from .settings import DigestSettings
 from .subscriptions import Subscriptions
 
@@ -60,11 +60,13 @@ class Digests:
     ) -> None:
         self.settings = settings
         self.smtp = smtp
-        self.directory = DirectoryView(settings)
+        self.subjects = SubjectKeys(settings)  # to name people: their contacts are sealed
+        self.directory = DirectoryView(settings, self.subjects)
         self.snapshots = SnapshotView(settings)
         self.subscriptions = Subscriptions(settings)
         self.deliverer = deliverer
         self.questions = catalogue(settings)
+        self.purged: set[str] = set()  # erased people whose copies are gone
         self._graphs: dict[tuple[date, int], tuple[float, cx.Graph]] = {}
 
     async def caught_up(self) -> None:
@@ -72,6 +74,7 @@ class Digests:
         while they are still being read (a large topic takes minutes at start-up, and a
         digest from part of them would be sent once, wrong), ``BrokerUnavailable``
         without a broker."""
+        await self.subjects.sync()
         await self.directory.sync()
         await self.snapshots.sync()
         await self.subscriptions.sync()
@@ -98,17 +101,20 @@ class Digests:
             self._graphs[(last_day, days)] = (now, cx.graph(teams, last_day, days))
         return self._graphs[(last_day, days)][1]
 
-    async def send(self, manager: Person, week: str, *, retry_failed: bool) -> Outcome:
+    async def send(self, manager: DirectoryEntry, week: str, *, retry_failed: bool) -> Outcome:
+        if manager.erased:
+            return Outcome.ERASED
         if not self.subscriptions.subscribed(manager.id):
             return Outcome.UNSUBSCRIBED
 
-        def message() -> EmailMessage:
-            return render.message(self.build(manager.id, week), self.settings)
+        def message() -> Letter:
+            digest = self.build(manager.id, week)
+            return render.message(digest, self.settings), digest.named
 
         return await self.deliverer.deliver(manager.id, week, message, retry_failed=retry_failed)
 
 
-def due_week(manager: Person, now: datetime, settings: DigestSettings) -> str | None:
+def due_week(manager: DirectoryEntry, now: datetime, settings: DigestSettings) -> str | None:
     """The week whose digest is due for ``manager`` now: the last one, once its hour came."""
     tz = ZoneInfo(manager.timezone)
     local = now.astimezone(tz)
@@ -240,12 +246,26 @@ async def send_due(digests: Digests) -> None:
             await digests.send(manager, week, retry_failed=False)
 
 
+async def purge_erased(digests: Digests) -> None:
+    """Purge the copies of every person erased since the last round (all of them once
+    after a start: purging again changes nothing)."""
+    outbox = digests.settings.outbox if digests.settings.smtp_host is None else None
+    for person in digests.directory.people():
+        if person.erased and person.id not in digests.purged:
+            removed = await erasure.purge(person.id, digests.deliverer.deliveries,
+                                          digests.deliverer, outbox)  # fmt: skip
+            digests.purged.add(person.id)
+            log.info("purged what the digest kept of an erased person: %d mail(s) from "
+                     "the outbox", removed)  # fmt: skip
+
+
 async def _schedule(digests: Digests, metrics: DigestMetrics) -> None:
     while True:
         # Wait first: at start-up, give the views a moment to take in what others publish.
         await asyncio.sleep(digests.settings.digest_check_s)
         try:
             await send_due(digests)
+            await purge_erased(digests)
         except Exception:
             log.exception("sending due digests failed; trying again in the next round")
         else:
@@ -271,6 +291,7 @@ def create(settings: DigestSettings | None = None) -> FastAPI:
             settings, Deliverer(settings, deliveries, publisher, sender, metrics), sender
         )
         await publisher.start()
+        await digests.subjects.start()
         await digests.directory.start()
         await digests.snapshots.start(wait=False)  # digests wait for it (caught_up)
         await digests.subscriptions.start()
@@ -283,7 +304,8 @@ def create(settings: DigestSettings | None = None) -> FastAPI:
             schedule.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await schedule
-            for view in (deliveries, digests.subscriptions, digests.snapshots, digests.directory):
+            for view in (deliveries, digests.subscriptions, digests.snapshots, digests.directory,
+                         digests.subjects):  # fmt: skip
                 await view.stop()
             await publisher.stop()
             if sink is not None:

@@ -33,6 +33,7 @@ from .settings import DigestSettings
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)  # longer than every SMTP try and back-off together
+Letter = tuple[EmailMessage, tuple[str, ...]]  # a digest's message, and whom it names
 
 
 class Outcome(StrEnum):
@@ -41,6 +42,7 @@ class Outcome(StrEnum):
     BUSY = "busy"  # another replica holds a live claim
     FAILED = "failed"
     UNSUBSCRIBED = "unsubscribed"  # the manager stopped the digest
+    ERASED = "erased"  # the manager was erased: there is no one to send it to
 
 
 class DeliveryLog(TopicView):
@@ -63,6 +65,11 @@ class DeliveryLog(TopicView):
     def outcome(self, key: str) -> str | None:
         entries = self._entries.get(key, [])
         return entries[0].state if entries and entries[0].state != "claimed" else None
+
+    def naming(self, person_id: str) -> list[DigestDelivery]:
+        """The settled deliveries to ``person_id`` or naming them."""
+        return [e[0] for e in self._entries.values() if e and e[0].state != "claimed"
+                and (e[0].manager_id == person_id or person_id in e[0].named)]  # fmt: skip
 
     def holder(self, key: str, now: datetime) -> str | None:
         """The replica whose claim came first among the live ones."""
@@ -105,37 +112,40 @@ class Deliverer:
         metrics: DigestMetrics,
     ) -> None:
         self._settings = settings
-        self._log = deliveries
+        self.deliveries = deliveries
         self._publisher = publisher
         self._send = send
         self._metrics = metrics
         self.replica = uuid.uuid4().hex
 
     async def _append(self, manager_id: str, week: str, state: str, **extra: Any) -> None:
-        entry = DigestDelivery(manager_id=manager_id, week=week, state=state,
-                               owner=self.replica, **extra)  # fmt: skip
+        await self.write(DigestDelivery(manager_id=manager_id, week=week, state=state,
+                                        owner=self.replica, **extra))  # fmt: skip
+
+    async def write(self, entry: DigestDelivery) -> None:
+        manager_id, week = entry.manager_id, entry.week
         now = datetime.now(UTC)
         ce = CloudEvent(uuid.uuid4().hex, "/rapport/digest", DIGEST_DELIVERY, now,
                         entry.model_dump(mode="json"))  # fmt: skip
         await self._publisher.publish([Record.of(topics.DIGEST_LOG, f"{manager_id}/{week}", ce)])
 
     async def deliver(
-        self, manager_id: str, week: str, build: Callable[[], EmailMessage], *, retry_failed: bool
+        self, manager_id: str, week: str, build: Callable[[], Letter], *, retry_failed: bool
     ) -> Outcome:
         """Send one digest unless it was sent, or another replica is sending it."""
         key = f"{manager_id}/{week}"
-        await self._log.sync()
-        outcome = self._log.outcome(key)
+        await self.deliveries.sync()
+        outcome = self.deliveries.outcome(key)
         if outcome == "sent" or (outcome == "failed" and not retry_failed):
             return Outcome.ALREADY_SENT
-        if self._log.holder(key, datetime.now(UTC)) is not None:
+        if self.deliveries.holder(key, datetime.now(UTC)) is not None:
             return Outcome.BUSY
         await self._append(manager_id, week, "claimed", until=datetime.now(UTC) + LEASE)
-        await self._log.sync()
-        if self._log.holder(key, datetime.now(UTC)) != self.replica:
+        await self.deliveries.sync()
+        if self.deliveries.holder(key, datetime.now(UTC)) != self.replica:
             return Outcome.BUSY
         try:
-            message = self._build(key, build)
+            message, named = self._build(key, build)
             await self._send_with_retries(message)
         except PermanentFailure as exc:
             self._metrics.failures.labels(exc.reason).inc()
@@ -143,12 +153,13 @@ class Deliverer:
             await self._append(manager_id, week, "failed", reason=str(exc)[:500])
             return Outcome.FAILED
         self._metrics.sends.inc()
-        await self._append(manager_id, week, "sent", message_id=str(message["Message-ID"]))
-        log.info("digest %s sent to %s", key, message["To"])
+        await self._append(manager_id, week, "sent", message_id=str(message["Message-ID"]),
+                           named=named)  # fmt: skip
+        log.info("digest %s sent", key)  # to whom is personal data: not for the log
         return Outcome.SENT
 
     @staticmethod
-    def _build(key: str, build: Callable[[], EmailMessage]) -> EmailMessage:
+    def _build(key: str, build: Callable[[], Letter]) -> Letter:
         """The message; a digest that cannot be built fails alone, not the whole run."""
         try:
             return build()

@@ -100,7 +100,7 @@ class Outbox:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"{stamp}-{uuid.uuid4().hex[:8]}.eml"
         path.write_bytes(content)
-        log.info("mail to %s saved as %s", ", ".join(envelope.rcpt_tos), path)
+        log.info("mail saved as %s", path)  # to whom is personal data: not for the log
         return "250 Message accepted for delivery"
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # no display: render to PNG in memory
 import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from shared.contract.events import Person
+from shared.contract.events import Contact
 from shared.contract.text import display_name
 
 from . import subscriptions
@@ -136,7 +136,7 @@ def subscription_page(subscribed: bool, changed: bool, *, unsubscribe: str, subs
     )
 
 
-def recipient(person: Person) -> Address:
+def recipient(person: Contact) -> Address:
     """The one address a person's mail goes to: their directory e-mail (checked as one
     plain address when it entered the directory), their name as a quoted display name
     (it never adds or changes an address, whatever it holds)."""
@@ -149,7 +149,7 @@ def message(d: Digest, settings: DigestSettings) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject(d)
     msg["From"] = settings.mail_from
-    msg["To"] = recipient(d.manager)
+    msg["To"] = recipient(d.to)
     msg["Date"] = format_datetime(datetime.now(UTC))  # "+0000": the zone is known
     # Stable per (manager, week): a mail system that sees it twice can tell.
     msg["Message-ID"] = f"<digest.{d.week}.{d.manager.id}@{domain}>"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from shared.contract.events import Person, TeamSnapshot
+from shared.contract.events import Contact, DirectoryEntry, TeamSnapshot
 from shared.figures import appreciation as ap
 from shared.figures import connections as cx
 from shared.figures import privacy
@@ -31,7 +31,20 @@ CONNECTION_DAYS = 28
 
 
 class NotAManager(LookupError):
-    """The person has no active reports, or is unknown."""
+    """The person has no active reports, or is unknown (or erased: no one to send to)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A person as a digest names them: ``directory.ERASED`` once they are erased."""
+
+    id: str
+    name: str
+
+
+def named(people: list[DirectoryEntry], directory: DirectoryView) -> list[Named]:
+    """``people`` by name, named as the directory can."""
+    return sorted((Named(p.id, directory.name(p)) for p in people), key=lambda p: (p.name, p.id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +70,8 @@ class TrustPart:
 class ConnectionsPart:
     """Over the 28 days to the week's end (``shared.figures.connections``)."""
 
-    isolated: list[Person]  # the manager's reports who neither gave nor received any
-    not_recognized: list[Person]  # the manager's reports the manager did not recognize
+    isolated: list[Named]  # the manager's reports who neither gave nor received any
+    not_recognized: list[Named]  # the manager's reports the manager did not recognize
     action: str
 
 
@@ -87,16 +100,23 @@ class TeamFigures:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    manager: Person
+    manager: Named
+    to: Contact  # the manager's
     team_id: str
     week: str
     first_day: date
     last_day: date
     members: int  # active members of the team now
     figures: TeamFigures | None  # None: the team's figures are not published
-    unrecognized: list[Person]
+    unrecognized: list[Named]
     connections: ConnectionsPart
     actions: list[str]
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """Everyone the digest names: its manager, and the reports it lists."""
+        lists = (self.unrecognized, self.connections.isolated, self.connections.not_recognized)
+        return tuple(sorted({self.manager.id, *(p.id for people in lists for p in people)}))
 
 
 def week_label(day: date) -> str:
@@ -149,14 +169,14 @@ def _trust(
 
 
 def _connections(
-    manager: Person,
+    manager: DirectoryEntry,
     directory: DirectoryView,
     graph_of: Callable[[date, int], cx.Graph],
     last_day: date,
     breadth: tuple[int, int] | None,
 ) -> ConnectionsPart:
     now = graph_of(last_day, CONNECTION_DAYS)
-    reports = sorted(directory.reports(manager.id), key=lambda p: (p.name, p.id))
+    reports = named(directory.reports(manager.id), directory)
     isolated = [p for p in reports if not now.neighbours(p.id)]
     not_recognized = [p for p in reports if p.id not in now.out.get(manager.id, {})]
     if isolated:
@@ -203,24 +223,28 @@ def build(
     manager = directory.get(manager_id)
     if manager is None or not manager.active:
         raise NotAManager(f"unknown or inactive person {manager_id!r}")
+    to = directory.contact(manager)
+    if to is None:
+        raise NotAManager(f"{manager_id!r} was erased: there is no one to send to")
     try:
         team_id = directory.led_team(manager)
     except ValueError as exc:
         raise NotAManager(str(exc)) from None
     first_day = parse_week(week)
     last_day = first_day + timedelta(days=6)
-    unrecognized = [
+    unrecognized = named([
         p
-        for p in sorted(directory.reports(manager.id), key=lambda p: p.name)
+        for p in directory.reports(manager.id)
         if not ap.received_by(ap.window(snapshot_of(p.team_id), last_day, UNRECOGNIZED_DAYS))
         .get(p.id)
-    ]  # fmt: skip
+    ], directory)  # fmt: skip
     figures = None
     if team_id in privacy.published(directory.sizes(), k):
         figures = _figures(team_id, directory, snapshot_of(team_id), graph_of, last_day, questions)
     trust, coverage = (figures.trust, figures.coverage) if figures else (None, None)
     return Digest(
-        manager=manager,
+        manager=Named(manager.id, to.name),
+        to=to,
         team_id=team_id,
         week=week,
         first_day=first_day,

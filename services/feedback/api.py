@@ -11,11 +11,11 @@ from shared.infra.auth import Client, Require
 from shared.infra.deps import IdempotencyKey, Parts, create_writer_app, get_parts
 from shared.infra.web import WRITE_ERRORS, errors
 from shared.readmodels.questions import catalogue
+from shared.readmodels.rounds import RoundsView
 
 from . import rounds as rounds_
 from . import service
 from .models import Accepted, QuestionsOut, RoundIn, SelfAssessmentIn, SurveyResponseIn
-from .rounds import RoundsView
 from .settings import FeedbackSettings
 
 WriterDep = Annotated[Client, Depends(Require("feedback:write"))]

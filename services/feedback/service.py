@@ -18,8 +18,8 @@ from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
+    DirectoryEntry,
     Event,
-    Person,
     SelfAssessed,
     SurveyResponded,
     event_time,
@@ -29,12 +29,12 @@ from shared.infra.errors import InvalidInput
 from shared.infra.kafka import Publisher, Record
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import Catalogue
+from shared.readmodels.rounds import RoundsView, token
 
 from .models import SelfAssessmentIn, SurveyResponseIn
-from .rounds import RoundsView, token
 
 
-async def _person(directory: DirectoryView, person_id: str, field: str) -> Person:
+async def _person(directory: DirectoryView, person_id: str, field: str) -> DirectoryEntry:
     person = await directory.find_active(person_id)
     if person is None:
         raise InvalidInput(field, f"unknown or inactive person {person_id!r}")

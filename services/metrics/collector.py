@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared.contract.events import Person, TeamSnapshot
+from shared.contract.events import PersonFields, TeamSnapshot
 from shared.figures import appreciation as ap
 from shared.figures import connections as cx
 from shared.figures import privacy
@@ -192,7 +192,7 @@ CONNECTION = [
 
 
 def connection_families(
-    people: Sequence[Person],
+    people: Sequence[PersonFields],
     snapshots: Sequence[TeamSnapshot | None],
     thresholds: cx.Thresholds,
     today: date,
@@ -203,7 +203,7 @@ def connection_families(
     snapshots (nothing shared: a thread of its own can compute them)."""
     families = {n: GaugeMetricFamily(n, h, labels=["team", "window"]) for n, h in CONNECTION}
     team_of = {p.id: p.team_id for p in people}
-    members: dict[str, list[Person]] = defaultdict(list)
+    members: dict[str, list[PersonFields]] = defaultdict(list)
     for p in sorted(people, key=lambda p: p.id):
         if p.active:
             members[p.team_id].append(p)

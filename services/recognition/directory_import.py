@@ -10,7 +10,8 @@ from shared.contract.events import Person
 from shared.infra.auth import Client
 from shared.infra.errors import InvalidInput
 from shared.infra.kafka import Publisher
-from shared.infra.settings import Settings
+from shared.infra.settings import SealingSettings
+from shared.infra.subjects import SubjectKeys
 
 from .service import publish_people
 
@@ -43,13 +44,15 @@ def parse_people(rows: Iterable[Mapping[str, str | None]]) -> list[Person]:
     return people
 
 
-async def import_people(settings: Settings, rows: Iterable[Mapping[str, str | None]]) -> int:
+async def import_people(settings: SealingSettings, rows: Iterable[Mapping[str, str | None]]) -> int:
     people = parse_people(rows)
-    publisher = Publisher(settings)
+    publisher, subjects = Publisher(settings), SubjectKeys(settings)
     await publisher.start()
     try:
+        await subjects.start()
         for start in range(0, len(people), 1000):
-            await publish_people(people[start : start + 1000], IMPORTER, publisher)
+            await publish_people(people[start : start + 1000], IMPORTER, publisher, subjects)
     finally:
+        await subjects.stop()
         await publisher.stop()
     return len(people)

@@ -42,3 +42,9 @@ class BatchAccepted(BaseModel):
 
 class PeopleAccepted(BaseModel):
     accepted: int
+
+
+class Erased(BaseModel):
+    person_id: str
+    keys_destroyed: int  # none when they were erased already
+    open_rounds: int  # survey rounds still open, their answer to each (if any) withdrawn

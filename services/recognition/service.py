@@ -14,16 +14,23 @@ from shared.contract.codec import CloudEvent, format_time
 from shared.contract.events import (
     PERSON,
     RECOGNITION_GIVEN,
+    RESPONSE_WITHDRAWN,
+    DirectoryEntry,
     Person,
+    PersonFields,
     RecognitionGiven,
+    ResponseWithdrawn,
     event_key,
     event_time,
 )
 from shared.infra.auth import Client
 from shared.infra.deps import Parts, get_parts
-from shared.infra.errors import InvalidInput
+from shared.infra.errors import InvalidInput, NotFound
 from shared.infra.kafka import Publisher, Record
 from shared.infra.sealing import seal
+from shared.infra.subjects import SubjectKeys
+from shared.readmodels.directory import contact_context
+from shared.readmodels.rounds import RoundsView, token
 
 from .models import RecognitionIn
 from .settings import RecognitionSettings
@@ -132,25 +139,84 @@ def message_context(source: str, event_id: str) -> str:
     return f"{RECOGNITION_GIVEN} {source} {event_id}"
 
 
-def person_record(person_id: str, person: Person | None, client: Client) -> Record:
+def person_record(person_id: str, entry: DirectoryEntry | None, client: Client) -> Record:
     """A directory record; ``None`` is a tombstone (the person is removed)."""
-    if person is None:
+    if entry is None:
         return Record(topics.DIRECTORY, person_id.encode(), None, [])
     ce = CloudEvent(
         id=str(uuid.uuid4()),
         source=f"/rapport/directory/{client.name}",
         type=PERSON,
         time=datetime.now(UTC),
-        # Without slack_id when there is none: readers from before the field read it.
-        data=person.model_dump(
-            mode="json", exclude={"slack_id"} if person.slack_id is None else None
-        ),
-    )
+        # Without the fields added later when unset: readers from before them read it.
+        data=entry.model_dump(mode="json", exclude={
+            f for f in ("slack_id", "name", "email", "sealed_contact", "erased")
+            if not getattr(entry, f)
+        }),
+    )  # fmt: skip
     return Record.of(topics.DIRECTORY, person_id, ce)
 
 
-async def publish_people(people: Sequence[Person], client: Client, publisher: Publisher) -> None:
+async def publish_people(
+    people: Sequence[Person], client: Client, publisher: Publisher, subjects: SubjectKeys
+) -> None:
+    """Publish ``people``, each one's contact sealed with their data key."""
     ids = [p.id for p in people]
     if len(set(ids)) != len(ids):
         raise InvalidInput("people", "duplicate person id in one batch")
-    await publisher.publish([person_record(p.id, p, client) for p in people])
+    found = await subjects.ensure(ids, publisher)
+    records = []
+    for person in people:
+        key = subjects.key(found[person.id])
+        assert key is not None  # ensure() has just found or made it
+        sealed = seal(person.contact.model_dump_json(), {found[person.id]: key},
+                      contact_context(person.id))  # fmt: skip
+        fields = person.model_dump(exclude={"name", "email"})
+        entry = DirectoryEntry(**fields, sealed_contact=sealed)
+        records.append(person_record(person.id, entry, client))
+    await publisher.publish(records)
+
+
+async def erase(
+    person_id: str, client: Client, parts: Parts[RecognitionSettings], rounds: RoundsView
+) -> tuple[int, int]:
+    """Erase a person: destroy their data keys (whatever is sealed about them, wherever
+    it is, can never be opened again), withdraw their answers to the rounds still open
+    (their token finds them while the round's key lives), and replace their directory
+    entry with one that names them no more. Return how many keys were destroyed, and from
+    how many open rounds an answer was withdrawn. They stay where they sit, so every
+    figure stays as it was. ``NotFound`` for someone never known here."""
+    person = parts.directory.get(person_id)
+    if person is None:
+        await parts.directory.sync()
+        person = parts.directory.get(person_id)
+    destroyed = await parts.subjects.erase(person_id, parts.publisher)
+    if person is None:
+        if not destroyed:
+            raise NotFound(f"unknown person {person_id!r}")
+        return destroyed, 0
+    withdrawn = await withdrawals(person, rounds, client)
+    unnamed = []
+    if not person.erased:
+        where = person.model_dump(include=set(PersonFields.model_fields) - {"slack_id"})
+        unnamed.append(person_record(person_id, DirectoryEntry(**where, erased=True), client))
+    await parts.publisher.publish([*withdrawn, *unnamed])
+    return destroyed, len(withdrawn)
+
+
+async def withdrawals(person: DirectoryEntry, rounds: RoundsView, client: Client) -> list[Record]:
+    """A withdrawal of ``person``'s answer to every round still open, on their team's
+    partition of the survey topic (after whatever they answered there)."""
+    await rounds.sync()
+    records = []
+    for survey_round in rounds.all():
+        key = rounds.keys.get(survey_round.survey_id)
+        if survey_round.state != "open" or key is None:
+            continue
+        survey_id = survey_round.survey_id
+        event = ResponseWithdrawn(survey_id=survey_id, respondent=token(key, person.id),
+                                  team_id=person.team_id)  # fmt: skip
+        ce = CloudEvent(str(uuid.uuid4()), source_for(client), RESPONSE_WITHDRAWN,
+                        datetime.now(UTC), event.model_dump())  # fmt: skip
+        records.append(Record.of(topics.SURVEY, person.team_id, ce))
+    return records

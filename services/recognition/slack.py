@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from shared.contract.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, Person
+from shared.contract.events import MAX_MESSAGE, MAX_RECIPIENTS, MAX_VALUES, DirectoryEntry
 from shared.contract.text import is_blank
 from shared.infra.auth import ApiKeys, Client
 from shared.infra.deps import Parts
@@ -114,7 +114,7 @@ def not_in_directory(slack_ids: list[str], you: bool = False) -> Refused:
 
 async def kudos_of(
     kudos: Kudos, giver_slack_id: str, settings: RecognitionSettings, directory: DirectoryView
-) -> tuple[Person, list[Person]]:
+) -> tuple[DirectoryEntry, list[DirectoryEntry]]:
     """The giver and recipients of a ``/kudos``, or :class:`Refused` saying what is wrong."""
     valid = list(settings.values)
     usage = f"`/kudos @someone {tags(valid[:2])} what they did`"

@@ -28,6 +28,7 @@ SURVEY_RESPONSE = "rapport.feedback.survey_response.v1"
 SELF_ASSESSMENT = "rapport.feedback.self_assessment.v1"
 SURVEY_ROUND = "rapport.feedback.survey_round.v1"
 ROUND_CLOSED = "rapport.feedback.round_closed.v1"
+RESPONSE_WITHDRAWN = "rapport.feedback.response_withdrawn.v1"
 ROUND_CLAIM = "rapport.feedback.round_claim.v1"
 ROUND_KEY = "rapport.feedback.round_key.v1"
 SUBJECT_KEY = "rapport.privacy.subject_key.v1"
@@ -149,14 +150,19 @@ class RecognitionGiven(RecognitionFields):
 SLACK_USER_ID = r"^[UW][A-Z0-9]{2,20}$"  # as Slack writes them: U024BE7LH, W012A3CDE
 
 
-class Person(Event):
-    """A directory entry; the directory topic is compacted by person id."""
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Email = Annotated[
+    str,
+    AfterValidator(_email),
+    Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
+]
+
+
+class PersonFields(Event):
+    """Where a person sits: the fields of a directory entry that are not personal data
+    beyond their ids."""
 
     id: Id
-    name: str = Field(min_length=1, max_length=200)
-    email: Annotated[str, AfterValidator(_email)] = Field(
-        min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"
-    )
     team_id: Id
     manager_id: Id | None = None
     timezone: Annotated[str, AfterValidator(_timezone)] = Field(
@@ -166,6 +172,51 @@ class Person(Event):
     # Their Slack user id (optional; added compatibly: older records have none). Mentions
     # in Slack resolve to a person through it.
     slack_id: str | None = Field(default=None, pattern=SLACK_USER_ID)
+
+
+class Contact(Event):
+    """How a person is named and reached: sealed with their data key in the directory
+    (``DirectoryEntry.sealed_contact``), so that erasing them erases it."""
+
+    name: Name
+    email: Email
+
+
+class Person(PersonFields):
+    """A person as the directory API, the CSV import and SCIM give them."""
+
+    name: Name
+    email: Email
+
+    @property
+    def contact(self) -> Contact:
+        return Contact(name=self.name, email=self.email)
+
+
+class DirectoryEntry(PersonFields):
+    """A directory record (the topic is compacted by person id).
+
+    The recognition service writes a person's name and e-mail address sealed with their
+    data key (``sealed_contact``, a ``Contact`` as JSON). Records written before that (or
+    by a producer of your own) hold them in plain text, which no erasure reaches. An
+    erased person's entry holds neither: they stay where they sit, counted, unnamed.
+    """
+
+    name: Name | None = None
+    email: Email | None = None
+    sealed_contact: str | None = Field(default=None, min_length=1, max_length=4096)
+    erased: bool = False
+
+    @model_validator(mode="after")
+    def _one_contact(self) -> Self:
+        plain = self.name is not None or self.email is not None
+        if plain and (self.name is None or self.email is None):
+            raise ValueError("name and email: give both, or sealed_contact")
+        if plain and self.sealed_contact is not None:
+            raise ValueError("name and email: not beside sealed_contact")
+        if self.erased and (plain or self.sealed_contact is not None):
+            raise ValueError("erased: an erased person has no contact")
+        return self
 
 
 class SurveyAnswers(Event):
@@ -186,6 +237,16 @@ class SurveyResponded(SurveyAnswers):
     """A survey response; ``respondent`` is the person's token for this round (``RoundKey``),
     never their id."""
 
+    respondent: Token
+    team_id: Id
+
+
+class ResponseWithdrawn(Event):
+    """A respondent erased while a round is open: their answer to it, if any, is withdrawn
+    (never counted, deleted from the aggregator's table). On the survey topic, keyed by
+    their team, after whatever they answered."""
+
+    survey_id: Id
     respondent: Token
     team_id: Id
 
@@ -340,6 +401,9 @@ class DigestDelivery(Event):
     until: datetime | None = None  # a claim's lease
     message_id: str | None = None
     reason: str | None = None
+    # Who a sent digest named (its manager, and the reports it listed): whose erasure
+    # removes its copy from the local outbox.
+    named: tuple[Id, ...] = ()
 
 
 class DigestSubscription(Event):

@@ -107,11 +107,11 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(changelog(TEAM_TRUST_TABLE), n, forget),
         TopicSpec(changelog(EVENT_IDS_TABLE), n, compact),
         TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
-        TopicSpec(DIRECTORY, 4, compact),
+        TopicSpec(DIRECTORY, 4, forget),  # an erased person's entry replaces the one before
         TopicSpec(ROUNDS, 1, forget),
         TopicSpec(SUBJECT_KEYS, 1, forget),  # one log order: a person's first key is theirs
         TopicSpec(SNAPSHOTS, SNAPSHOT_PARTITIONS, compact),
-        TopicSpec(DIGEST_LOG, 4, compact),
+        TopicSpec(DIGEST_LOG, 4, forget),  # an SMTP error quoting an erased address
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),
     ]
 

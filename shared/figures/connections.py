@@ -39,7 +39,7 @@ from datetime import date, timedelta
 
 import networkx as nx
 
-from shared.contract.events import Person, TeamSnapshot
+from shared.contract.events import PersonFields, TeamSnapshot
 
 BURST_HISTORY_DAYS = 28
 Hour = tuple[str, str]  # (giver id, "YYYY-MM-DDTHH" in UTC)
@@ -170,7 +170,7 @@ class TeamConnections:
 
 
 def team_connections(
-    members: Collection[Person],
+    members: Collection[PersonFields],
     team_id: str,
     g: Graph,
     team_of: Callable[[str], str | None],

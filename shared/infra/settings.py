@@ -27,7 +27,14 @@ MIN_SECRET_LENGTH = 32  # API keys and the pseudonym key, outside development
 # What an API key may do (shared.infra.auth checks them; RAPPORT_API_KEYS's description
 # lists them).
 SCOPES = frozenset(
-    {"recognition:write", "feedback:write", "feedback:admin", "directory:write", "digest:admin"}
+    {
+        "recognition:write",
+        "feedback:write",
+        "feedback:admin",
+        "directory:write",
+        "digest:admin",
+        "privacy:admin",
+    }
 )
 
 

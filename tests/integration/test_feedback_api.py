@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.feedback.api import create
-from services.feedback.rounds import KEY_SUFFIX, MAX_OPEN_ROUNDS, token
 from services.feedback.settings import FeedbackSettings
 from services.recognition.api import create as create_recognition
 from shared.contract import topics
@@ -22,6 +21,7 @@ from shared.contract.codec import decode
 from shared.infra.auth import ensure_dev_key
 from shared.infra.broker import free_port, wait_for_port
 from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
+from shared.readmodels.rounds import KEY_SUFFIX, MAX_OPEN_ROUNDS, token
 from tests.support.kafka import read_all
 from tests.support.people import as_json, person, team
 

@@ -20,12 +20,14 @@ from services.recognition.service import message_context
 from services.recognition.settings import RecognitionSettings
 from shared.contract import topics
 from shared.contract.codec import decode
+from shared.contract.events import DirectoryEntry
 from shared.infra.auth import ensure_dev_key
 from shared.infra.deps import create_writer_app
 from shared.infra.fastpath import DirectRoute
 from shared.infra.sealing import subjects_of, unseal
 from shared.infra.settings import Settings
 from shared.infra.subjects import SubjectKeys
+from shared.readmodels.directory import DirectoryView
 from tests.support.brokers import Broker
 from tests.support.kafka import read_all
 from tests.support.people import as_json, team
@@ -188,6 +190,66 @@ def test_people_put_and_delete(client: TestClient, settings: Settings) -> None:
     # Directory changes take effect for validation at once.
     gone = client.post("/v1/recognitions", json={**KUDOS, "recipient_ids": ["p5"]})
     assert gone.status_code == 422
+
+
+def test_names_and_addresses_are_sealed_and_an_erasure_makes_them_and_the_messages_unreadable(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing of anyone's name or address is on the directory topic in plain text.
+    raw = b"".join(r.value or b"" for r in asyncio.run(read_all(settings, topics.DIRECTORY)))
+    assert b"P1 Person" not in raw and b"p1@x.io" not in raw and b"P2 Person" not in raw
+    body = {**KUDOS, "event_id": "k-e", "message": "For the migration, p1 to p2"}
+    assert client.post("/v1/recognitions", json=body).status_code == 202
+    assert read_back(settings) == ("For the migration, p1 to p2", "P1 Person", "P2 Person")
+
+    erased = client.post("/v1/people/p2/erasure")  # the recipient
+    assert erased.status_code == 202 and erased.json() == {
+        "person_id": "p2",
+        "keys_destroyed": 1,
+        "open_rounds": 0,
+    }
+    # What was said to them, and their name, can never be read again; the giver's can.
+    assert read_back(settings) == (None, "P1 Person", None)
+    entry = DirectoryEntry.model_validate(orjson.loads(
+        {r.key: r.value for r in asyncio.run(read_all(settings, topics.DIRECTORY))}[b"p2"] or b""
+    ))  # fmt: skip
+    assert entry.erased and entry.active and entry.team_id == "t1"  # still counted, unnamed
+    assert entry.name is entry.sealed_contact is None
+    # They still count: a kudos to them is taken, and sealed with a new key of theirs.
+    assert client.post("/v1/recognitions", json={**KUDOS, "event_id": "k-f"}).status_code == 202
+    again = client.post("/v1/people/p2/erasure")
+    assert again.status_code == 202 and again.json()["keys_destroyed"] == 1  # the new key
+    assert client.post("/v1/people/p2/erasure").json()["keys_destroyed"] == 0
+    assert client.post("/v1/people/nobody/erasure").status_code == 404
+
+    keys = [{"name": "hr", "key": "k-hr", "scopes": ["directory:write", "recognition:write"]}]
+    monkeypatch.setenv("RAPPORT_API_KEYS", orjson.dumps(keys).decode())
+    with TestClient(create(RecognitionSettings()), headers={"Authorization": "Bearer k-hr"}) as c:
+        refused = c.post("/v1/people/p1/erasure")
+    assert refused.status_code == 403 and "privacy:admin" in refused.json()["message"]
+
+
+def read_back(settings: Settings) -> tuple[str | None, str | None, str | None]:
+    """As a fresh reader sees them: the message of kudos ``k-e``, p1's and p2's names."""
+
+    [record] = [r for r in recognitions(settings) if r["id"] == "k-e"]
+
+    async def read() -> tuple[str | None, str | None, str | None]:
+        subjects = SubjectKeys(settings)
+        view = DirectoryView(settings, subjects)
+        await subjects.start()
+        await view.start()
+        try:
+            context = message_context("/rapport/recognition/dev", "k-e")
+            message = unseal(str(record["sealed_message"]), subjects.key, context)
+            names = [(c.name if (e := view.get(p)) and (c := view.contact(e)) else None)
+                     for p in ("p1", "p2")]  # fmt: skip
+            return message, names[0], names[1]
+        finally:
+            await view.stop()
+            await subjects.stop()
+
+    return asyncio.run(read())
 
 
 @pytest.mark.own_broker

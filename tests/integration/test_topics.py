@@ -92,7 +92,7 @@ def test_topics_get_settings_by_purpose_and_a_partition_mismatch_stops_the_aggre
     assert len(partitions[topics.TEAM_FACTS]) == len(partitions[topics.SURVEY]) == 4
     # What must be forgotten is compacted within half of RAPPORT_FORGET_WITHIN_S (an hour).
     forgetting = {n for n, c in configs.items() if c["max.compaction.lag.ms"] == "1800000"}
-    assert forgetting == {topics.ROUNDS, topics.SUBJECT_KEYS,
+    assert forgetting == {topics.ROUNDS, topics.SUBJECT_KEYS, topics.DIRECTORY, topics.DIGEST_LOG,
                           "rapport-aggregator-team-trust-changelog"}  # fmt: skip
 
     again = rapport(kafka_cluster, "topics")  # nothing to create, nothing differs

@@ -6,19 +6,28 @@ import dataclasses
 import re
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from services.aggregator import rounds as agg
 from services.digest import render, subscriptions
 from services.digest.api import due_week
+from services.digest.erasure import remove_mail
 from services.digest.service import Digest, NotAManager, TeamFigures, build
 from services.digest.settings import DigestSettings
-from shared.contract.events import DayActivity, Person, SelfAssessed, SurveyResponded, TeamSnapshot
+from shared.contract.events import (
+    DayActivity,
+    DirectoryEntry,
+    Person,
+    SelfAssessed,
+    SurveyResponded,
+    TeamSnapshot,
+)
 from shared.figures import connections as cx
 from shared.figures import trust as tr
 from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
-from shared.readmodels.directory import DirectoryView
+from shared.readmodels.directory import ERASED, DirectoryView, plain
 from shared.readmodels.questions import DEFAULT
 
 K = 5
@@ -41,7 +50,7 @@ PEOPLE = [
 def directory() -> DirectoryView:
     d = DirectoryView(Settings())
     for p in PEOPLE:
-        d.put(p.id, p)
+        d.put(p.id, plain(p))
     return d
 
 
@@ -156,7 +165,7 @@ def test_a_team_that_would_reveal_a_smaller_one_by_subtraction_gets_no_team_figu
     view = DirectoryView(Settings())
     for p in PEOPLE:
         if p.team_id != "gamma":
-            view.put(p.id, p)
+            view.put(p.id, plain(p))
     d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
     assert d.team_id == "alpha" and d.members == 7 and d.figures is None
     assert [p.id for p in d.unrecognized] == ["c", "d", "e", "x"]  # still, to their manager
@@ -187,6 +196,40 @@ def test_only_managers_get_a_digest() -> None:
         digest("c")
     with pytest.raises(NotAManager):
         digest("nobody")
+
+
+def erase(view: DirectoryView, person_id: str) -> None:
+    """Their entry as the recognition service writes it at erasure."""
+    entry = view.get(person_id)
+    assert entry is not None
+    kept = entry.model_dump(exclude={"name", "email", "sealed_contact", "slack_id", "erased"})
+    view.put(person_id, DirectoryEntry(**kept, erased=True))
+
+
+def test_an_erased_person_is_counted_and_never_named_and_an_erased_manager_gets_none() -> None:
+    before, view = digest(), directory()
+    erase(view, "d")
+    d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
+    assert d.members == before.members and d.figures == before.figures  # still counted
+    assert [p.name for p in d.connections.isolated] == ["E Person", "Xi Beta", ERASED]
+    assert "d" in d.named and "D Person" not in render.text(d, SETTINGS)
+    assert f"recognition: E Person, Xi Beta, {ERASED}." in render.text(d, SETTINGS)
+    erase(view, "lee")
+    with pytest.raises(NotAManager, match="erased"):  # no one to send it to
+        build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
+    assert build("a", "2026-W46", view, snapshots().get, graph, DEFAULT, K).named == ("a", "z")
+
+
+def test_the_outbox_copies_of_a_digest_naming_someone_are_removed(tmp_path: Path) -> None:
+    for n, manager in enumerate(("lee", "x", "lee")):
+        msg = EmailMessage()
+        msg["Message-ID"] = f"<digest.2026-W{46 + n}.{manager}@x.io>"
+        msg.set_content("Neither gave nor received any recognition: D Person.")
+        (tmp_path / f"{n}.eml").write_bytes(bytes(msg))
+    (tmp_path / "notes.txt").write_text("not a mail")
+    assert remove_mail(tmp_path, {"<digest.2026-W46.lee@x.io>", "<digest.2026-W48.lee@x.io>"}) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.eml", "notes.txt"]
+    assert remove_mail(tmp_path, {"<digest.2026-W46.lee@x.io>"}) == 0  # again: nothing
 
 
 def test_the_email_has_text_html_and_the_chart_inline() -> None:
@@ -256,7 +299,7 @@ def test_names_reach_the_digest_without_control_or_bidirectional_characters() ->
     people = [p.model_copy(update={"name": tricky}) if p.id == "d" else p for p in PEOPLE]
     view = DirectoryView(Settings())
     for p in people:
-        view.put(p.id, p)
+        view.put(p.id, plain(p))
     assert view.get("d") is not None and view.get("d").name == tricky  # kept as typed
     d = build("lee", "2026-W46", view, snapshots().get, graph, DEFAULT, K)
     msg = render.message(d, SETTINGS)

@@ -11,7 +11,7 @@ from shared.contract.codec import CloudEvent, encode
 from shared.contract.events import DayActivity, Person, TeamSnapshot
 from shared.figures.privacy import published
 from shared.infra.settings import Settings
-from shared.readmodels.directory import DirectoryView
+from shared.readmodels.directory import DirectoryView, plain
 from shared.readmodels.snapshots import SnapshotView
 
 TODAY = date(2026, 11, 10)
@@ -47,7 +47,7 @@ def test_the_metrics_service_publishes_no_figure_for_a_hidden_team() -> None:
                for n in range(8)]  # fmt: skip
     people.append(Person(id="solo", name="Solo", email="solo@x.io", team_id="solo"))
     for p in people:
-        directory.put(p.id, p)
+        directory.put(p.id, plain(p))
     snapshots = SnapshotView(Settings())
     for team, person in (("alpha", "a1"), ("beta", "b1"), ("solo", "solo")):
         day = DayActivity(received={person: 1}, given={"b2": 1}, values={"growth": 1})

@@ -17,12 +17,13 @@ from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     ROUND_CLOSED,
     SURVEY_RESPONSE,
+    ResponseWithdrawn,
     RoundClosed,
     SelfAssessed,
     TeamTrust,
 )
 from shared.figures import trust as tr
-from tests.support.surveys import T0, WEEK, K, Table, response
+from tests.support.surveys import T0, WEEK, K, Table, response, who
 
 HAND = [(5, 2, 10), (4, 3, 9), (3, 4, 7), (2, 5, 6), (4, 1, 9)]
 
@@ -90,6 +91,21 @@ def test_resubmission_replaces_and_redelivery_changes_nothing() -> None:
     table.close()
     [block] = table.published().blocks
     assert block.dimensions["growth"].total == 5 + 2 * (K - 1)
+
+
+def test_a_withdrawn_answer_never_counts_and_leaves_the_table() -> None:
+    """An erased respondent's answer to an open round (services.recognition: erase)."""
+    table = Table()
+    table.feed([response(i, 4, 4, comment=f"note {i}") for i in range(K + 1)])
+    withdrawn = ResponseWithdrawn(survey_id="s1", respondent=who(0), team_id="t")
+    assert table.apply(withdrawn) == set()  # nothing published moves while it is open
+    assert not [k for k in table.data if k.endswith(who(0))]
+    table.apply(withdrawn)  # again, or for someone who never answered: nothing
+    table.close()
+    [block] = table.published().blocks
+    [comments] = table.published().comments
+    assert block.respondents == K and "note 0" not in comments.comments
+    assert table.apply(withdrawn) == set()  # after the close: nothing left to withdraw
 
 
 def test_a_round_closes_only_the_teams_of_its_partition() -> None:
