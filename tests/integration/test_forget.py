@@ -1,5 +1,6 @@
-"""A closed round's individual answers and respondent key physically leave Apache Kafka's
-disks within ``forget_within_s`` (compaction, measured on the broker's own files).
+"""A closed round's individual answers and respondent key, and an erased person's data key
+and named directory entry, physically leave Apache Kafka's disks within
+``forget_within_s`` (compaction, measured on the broker's own files).
 
 Only on Apache Kafka: the embedded broker keeps everything in memory and never compacts
 (where the key is a file, deleted at close: tests/integration/test_feedback_api.py).
@@ -7,12 +8,14 @@ Only on Apache Kafka: the embedded broker keeps everything in memory and never c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,6 +26,7 @@ from shared.devtools.apache_kafka import KafkaCluster
 from shared.infra.auth import ensure_dev_key
 from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
 from tests.support import wait_until
+from tests.support.kafka import read_all
 from tests.support.people import as_json, team
 
 log = logging.getLogger(__name__)
@@ -91,3 +95,37 @@ def test_a_closed_rounds_answers_and_key_leave_the_disks_in_bounded_time(
     # Half of it to be compactable, a quarter for a tick to roll the segment, then a pass
     # of the log cleaner (every 15 s) and the old file's deletion (5 s).
     assert took < FORGET_S + 15 + 5 + 5
+
+
+@pytest.mark.parametrize("broker", ["kafka"], indirect=True)
+def test_an_erased_persons_key_and_named_entry_leave_the_disks_in_bounded_time(
+    settings: Settings,
+    kafka: KafkaCluster,
+    spawn: Callable[..., Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    headers = {"Authorization": f"Bearer {ensure_dev_key(settings)}"}
+    spawn("aggregator", log=tmp_path / "aggregator.log")  # its ticks roll the segments
+    with TestClient(create_recognition(settings), headers=headers) as http:
+        assert http.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
+        [key] = [orjson.loads(r.value)["wrapped"]
+                 for r in asyncio.run(read_all(settings, topics.SUBJECT_KEYS))
+                 if orjson.loads(r.value)["person_id"] == "ann"]  # fmt: skip
+        [entry] = [orjson.loads(r.value)["sealed_contact"]
+                   for r in asyncio.run(read_all(settings, topics.DIRECTORY))
+                   if r.key == b"ann"]  # fmt: skip
+        # Its wrapped key, and the entry that named it, on the disks.
+        wait_until(lambda: on_disk(kafka, topics.SUBJECT_KEYS, key.encode())
+                   and on_disk(kafka, topics.DIRECTORY, entry.encode()), timeout=30)  # fmt: skip
+        erased = time.monotonic()
+        assert http.post("/v1/people/ann/erasure").status_code == 202
+
+    def gone() -> bool:
+        return not on_disk(kafka, topics.SUBJECT_KEYS, key.encode()) and not on_disk(
+            kafka, topics.DIRECTORY, entry.encode()
+        )
+
+    wait_until(gone, timeout=FORGET_S + 60, interval=0.5)
+    took = time.monotonic() - erased
+    log.warning("an erased person's key and named entry gone from disk %.1f s after", took)
+    assert took < FORGET_S + 15 + 5 + 5  # as for a closed round, above
