@@ -40,11 +40,15 @@ def topics() -> None:
     """Create every missing topic with its settings, then check every topic's partitions,
     replication and settings against what Rapport needs (exit 1 if one differs)."""
     from shared.contract.topics import check_topics, create_topics
+    from shared.readmodels.generations import current
 
     settings = Settings()
     created = asyncio.run(create_topics(settings))
+    generation = asyncio.run(current(settings))  # the aggregator's topics: the current ones
+    if generation.number > 1:
+        created += asyncio.run(create_topics(settings, generation))
     typer.echo(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
-    problems = asyncio.run(check_topics(settings))
+    problems = asyncio.run(check_topics(settings, generation=generation))
     for problem in problems:
         typer.echo(f"differs: {problem}", err=True)
     if problems:
@@ -199,28 +203,49 @@ def _collect_garbage_less_often() -> None:
 
 
 @app.command()
-def aggregator() -> None:
+def aggregator(
+    generation: Annotated[
+        int | None,
+        typer.Option(min=1, help="The generation of topics to work in (default: the current one)."),
+    ] = None,
+) -> None:
     """Run one aggregator worker (start several to share the partitions)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     from services.aggregator import transport
     from services.aggregator.app import create_app
     from services.aggregator.settings import AggregatorSettings
-    from shared.contract.topics import TopicsMismatch, check_partitions
+    from shared.contract.topics import Generation, TopicsMismatch, check_partitions
+    from shared.readmodels.generations import current
 
     _release_large_buffers()
     _collect_garbage_less_often()
     settings = AggregatorSettings()
     try:
         asyncio.run(check_partitions(settings))
+        chosen = Generation(generation) if generation else asyncio.run(current(settings))
+        asyncio.run(check_partitions(settings, chosen))
     except TopicsMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     registry = CollectorRegistry()
     if settings.aggregator_metrics_port:
         start_http_server(settings.aggregator_metrics_port, settings.host, registry)
-    worker = transport.Worker(create_app(settings, registry), loglevel="info")
+    worker = transport.Worker(create_app(settings, registry, chosen), loglevel="info")
     worker.execute_from_commandline()
+
+
+@app.command()
+def replay(
+    workers: Annotated[int, typer.Option(min=1, help="Aggregator workers to replay with.")] = 1,
+) -> None:
+    """Rebuild every table and snapshot from the source topics into the next generation
+    of the aggregator's topics, and switch to it once caught up (progress every 2 s)."""
+    from services.aggregator.replay import replay as run_replay
+    from services.aggregator.settings import AggregatorSettings
+
+    _logging()
+    asyncio.run(run_replay(AggregatorSettings(), workers, typer.echo))
 
 
 @app.command()

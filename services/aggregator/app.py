@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import tempfile
 from typing import Any
 
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.contract import topics
 from shared.readmodels.directory import Roster
+from shared.readmodels.generations import GenerationView
 from shared.readmodels.questions import catalogue
 
 from . import lag, once, service, transport
@@ -48,22 +50,29 @@ FETCH_RECORDS = 2000  # at most per fetch, so per batch
 INPUTS = (topics.RECOGNITION, topics.EVENTS, topics.SURVEY, topics.TEAM_FACTS)
 # A key no table or view ever sets, as a table's changelog writes it (JSON).
 TICK = b'"#tick"'
+GENERATION_CHECK_S = 2.0
 
 
 def create_app(
-    settings: AggregatorSettings, registry: CollectorRegistry | None = None
+    settings: AggregatorSettings,
+    registry: CollectorRegistry | None = None,
+    generation: topics.Generation | None = None,
 ) -> faust.App:
-    """Build the faust app with its topics, tables and stages (metrics in ``registry``)."""
-    app = faust.App(topics.AGGREGATOR_APP_ID, **_faust_settings(settings))
+    """Build the faust app with its topics, tables and stages (metrics in ``registry``),
+    of ``generation`` (by default the first)."""
+    g = generation or topics.Generation()
+    app = faust.App(g.app_id, **_faust_settings(settings))
     # The input topics, each read a fetch at a time (see transport.Consumer).
-    lanes = {t: asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}
-    lanes[topics.EVENTS] = lanes[topics.RECOGNITION]  # one stage fans both out
+    lanes = {g.of(t): asyncio.Queue[list[Message]](maxsize=2) for t in INPUTS}
+    lanes[g.events] = lanes[topics.RECOGNITION]  # one stage fans both out
     transport.tune(app, settings.embedded, lanes)
     for name in INPUTS:
-        app.topics.add(app.topic(name))  # subscribed, its offsets acked and committed
-    worker = Worker(app, settings, lanes, AggregatorMetrics(registry or CollectorRegistry()))
+        app.topics.add(app.topic(g.of(name)))  # subscribed, its offsets acked and committed
+    metrics = AggregatorMetrics(registry or CollectorRegistry())
+    worker = Worker(app, settings, lanes, metrics, g)
     for task in (worker.fan_out_stage, worker.forward_stage, worker.aggregate_stage,
-                 worker.publish, worker.committed_lag, worker.ticks):  # fmt: skip
+                 worker.publish, worker.committed_lag, worker.ticks,
+                 worker.generations):  # fmt: skip
         app.task(task)
     app.on_partitions_revoked.connect(worker.revoked)  # type: ignore[arg-type]  # see below
     app.on_before_shutdown.connect(worker.stopping)  # type: ignore[arg-type]  # mode's type is too narrow
@@ -97,10 +106,16 @@ class Worker:
     """One worker's tables and stages, and what it does when its partitions change."""
 
     def __init__(
-        self, app: faust.App, settings: AggregatorSettings, lanes: Lanes, metrics: AggregatorMetrics
+        self,
+        app: faust.App,
+        settings: AggregatorSettings,
+        lanes: Lanes,
+        metrics: AggregatorMetrics,
+        generation: topics.Generation,
     ) -> None:
         n = settings.topic_partitions
         self.app, self.settings, self.lanes, self.metrics = app, settings, lanes, metrics
+        self.generation = generation
         self.days_table = app.Table(topics.TEAM_DAYS_TABLE, partitions=n)  # JSON keys, values
         days = transport.store_of(self.days_table)
         trust = transport.store_of(app.Table(topics.TEAM_TRUST_TABLE, partitions=n))
@@ -108,7 +123,7 @@ class Worker:
         days.load = event_ids.load = service.compact  # their ids in arrays, not lists
         for source in (topics.RECOGNITION, topics.SURVEY, topics.TEAM_FACTS):
             metrics.dlq.labels(source)  # a series at 0 from the start, not after a first
-        self.out = out = Output(app, metrics)
+        self.out = out = Output(app, metrics, generation)
         partition_of = partitioner(n)
         questions = catalogue(settings)
         self.directory = Roster(settings)
@@ -130,7 +145,7 @@ class Worker:
         await self._in_batches("forward", topics.SURVEY, self.forward.batch)
 
     async def aggregate_stage(self) -> None:
-        await self._in_batches("aggregate", topics.TEAM_FACTS, self.aggregate.batch)
+        await self._in_batches("aggregate", self.generation.team_facts, self.aggregate.batch)
 
     async def _in_batches(self, stage: str, topic: str, process: Process) -> None:
         await in_batches(self.app, self.lanes[topic], process, stage, self.metrics, self.gate)
@@ -148,7 +163,7 @@ class Worker:
         def assigned() -> list[TopicPartition]:
             return [TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
 
-        await lag.run(self.settings, assigned, self.metrics.committed_lag)
+        await lag.run(self.settings, self.generation, assigned, self.metrics.committed_lag)
 
     async def ticks(self) -> None:
         """A tombstone for a key that is never set (``TICK``) on every partition of each
@@ -157,8 +172,8 @@ class Worker:
         be compacted, only when something is appended."""
         if self.settings.embedded:
             return  # its memory storage never compacts anything
-        every = {s.name: s.partitions for s in topics.all_topics(self.settings)}
-        names = topics.forgetting(self.settings)
+        every = {s.name: s.partitions for s in topics.all_topics(self.settings, self.generation)}
+        names = topics.forgetting(self.settings, self.generation)
         while True:
             await asyncio.sleep(self.settings.forget_within_s / 4)
             sent = [self.out.write(name, p, TICK, None) for name in names
@@ -167,6 +182,22 @@ class Worker:
                       if isinstance(r, BaseException)]  # fmt: skip
             if failed:  # the next one will do
                 log.warning("%d of %d ticks not written: %r", len(failed), len(sent), failed[0])
+
+    async def generations(self) -> None:
+        """Stop (to be started again in it) once a newer generation is current:
+        ``rapport replay`` built it beside this one, caught up, and switched to it."""
+        view = GenerationView(self.settings)
+        await view.start(wait=False)  # it follows the topic: whatever it has read counts
+        try:
+            while True:
+                await asyncio.sleep(GENERATION_CHECK_S)
+                if view.current.number > self.generation.number:
+                    break
+        finally:
+            await view.stop()
+        log.warning("generation %d is current now (this worker's is %d): stopping, to be "
+                    "started again in it", view.current.number, self.generation.number)  # fmt: skip
+        os.kill(os.getpid(), signal.SIGTERM)  # the stop a signal makes: committed, cleanly
 
     async def revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         for lane in self.lanes.values():  # faust seeks back to the committed offsets
@@ -189,4 +220,4 @@ class Worker:
         self.gate.open()
 
     def _active(self) -> set[int]:
-        return transport.active_partitions(self.app, topics.TEAM_FACTS)
+        return transport.active_partitions(self.app, self.generation.team_facts)

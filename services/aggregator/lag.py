@@ -39,11 +39,13 @@ def per_stage(
     starts: Mapping[TopicPartition, int],
     ends: Mapping[TopicPartition, int],
     committed: Mapping[TopicPartition, int],
+    generation: topics.Generation | None = None,
 ) -> dict[str, int]:
     """Records between each partition's committed offset (its start where the group
     never committed) and its end, summed by stage."""
+    g = generation or topics.Generation()
     lag = dict.fromkeys(STAGES, 0)
-    stage_of = {topic: stage for stage, names in STAGES.items() for topic in names}
+    stage_of = {g.of(topic): stage for stage, names in STAGES.items() for topic in names}
     for tp in partitions:
         if tp.topic in stage_of and tp in ends:
             since = committed.get(tp, starts.get(tp, 0))
@@ -54,7 +56,8 @@ def per_stage(
 class CommittedLag:
     """Reads the group's committed offsets and the log ends of ``partitions()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, generation: topics.Generation) -> None:
+        self._generation = generation
         self._bootstrap = settings.bootstrap_servers
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap,
@@ -72,25 +75,29 @@ class CommittedLag:
         if not partitions:
             return dict.fromkeys(STAGES, 0)
         offsets = await self._admin.list_consumer_group_offsets(
-            topics.AGGREGATOR_APP_ID, partitions=partitions
+            self._generation.app_id, partitions=partitions
         )
         committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
         starts = await self._consumer.beginning_offsets(partitions)
         return per_stage(partitions, starts, await log_ends(self._bootstrap, partitions),
-                         committed)  # fmt: skip
+                         committed, self._generation)  # fmt: skip
 
 
 async def run(
-    settings: Settings, assigned: Callable[[], Iterable[TopicPartition]], gauge: Gauge
+    settings: Settings,
+    generation: topics.Generation,
+    assigned: Callable[[], Iterable[TopicPartition]],
+    gauge: Gauge,
 ) -> None:
     """Set ``gauge`` (by stage) every ``EVERY_S`` for the partitions ``assigned()`` names;
     a broker that does not answer leaves the last figures and is asked again."""
-    lag = CommittedLag(settings)
+    lag = CommittedLag(settings, generation)
     await lag.start()
     try:
         while True:
             await asyncio.sleep(EVERY_S)
-            mine = [tp for tp in assigned() if any(tp.topic in t for t in STAGES.values())]
+            inputs = {generation.of(t) for names in STAGES.values() for t in names}
+            mine = [tp for tp in assigned() if tp.topic in inputs]
             try:
                 async with asyncio.timeout(EVERY_S):
                     figures = await lag.measure(mine)

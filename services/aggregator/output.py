@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from faust.types import TP, Message
 
+from shared.contract import topics
 from shared.contract.codec import dlq_reason
 from shared.infra.kafka import Batches, partition_for
 
@@ -43,8 +44,11 @@ class Output:
     loop. What each method returns is done once the broker has acknowledged the record.
     """
 
-    def __init__(self, app: faust.App, metrics: AggregatorMetrics) -> None:
+    def __init__(
+        self, app: faust.App, metrics: AggregatorMetrics, generation: topics.Generation
+    ) -> None:
         self.metrics = metrics
+        self.generation = generation  # stages name topics as the first one does
         self.batches = Batches(lambda: transport.kafka_producer(app))
 
     def write(
@@ -55,8 +59,8 @@ class Output:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> Sent:
-        """One record to ``partition`` of ``topic``."""
-        return self.batches.add(topic, partition, key, value, headers).acked
+        """One record to ``partition`` of ``topic`` (of this worker's generation)."""
+        return self.batches.add(self.generation.of(topic), partition, key, value, headers).acked
 
     def changelog(
         self, store: Store, key: str, value: Any, partition: int, raw: bytes | None = None
@@ -83,7 +87,7 @@ class Output:
     def to_dlq(self, message: Message, reason: str, dlq: str) -> Sent:
         """``message`` as it came, to the dead-letter topic ``dlq``, with the reason."""
         log.warning("record from %s sent to DLQ: %s", message.topic, reason)
-        self.metrics.dlq.labels(message.topic).inc()
+        self.metrics.dlq.labels(self.generation.logical(message.topic)).inc()
         value = message.value
         if len(value or b"") > service.MAX_RECORD_BYTES:  # near the broker's limit already
             reason += (f" (its {len(value or b'')}-byte value left out: it is at "

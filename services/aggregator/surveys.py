@@ -5,6 +5,9 @@ Keys, each record small whatever one team sends (ARCHITECTURE §7, issue: bounde
 - ``{team}|{survey}|{respondent}``: one answer to a round still open (``rounds.Unit``)
 - ``{team}#comments|{survey}``: the comments published with a closed round
 - ``#closed|{partition}``: the rounds closed on that partition, and when
+- ``#carried|{partition}``: the rounds closed there before a replay built this table
+  (``replay``): their results were carried over, and their answers still on the survey
+  topic are not counted again
 
 Every key is written to the partition of the event that changed it, so table, changelog
 and the team's events stay co-partitioned; ``#closed|p`` lives on partition p.
@@ -50,6 +53,10 @@ def comments_key(team_id: str, survey_id: str) -> str:
 
 def closed_key(partition: int) -> str:
     return f"#closed|{partition}"
+
+
+def carried_key(partition: int) -> str:
+    return f"#carried|{partition}"
 
 
 def is_team_key(key: str) -> bool:
@@ -104,6 +111,9 @@ class Surveys:
             key = unit_key(item.team_id, item.survey_id, item.respondent)
             return ([(key, None)], set()) if key in self.data else ([], set())
         closed = self.data.get(closed_key(partition)) or {}
+        carried = self.data.get(carried_key(partition)) or {}
+        if item.survey_id in carried and item.survey_id not in closed:
+            return [], set()  # counted in a result carried over by a replay
         if item.survey_id in closed:
             raise RoundIsClosed(f"round {item.survey_id!r} closed before this reached the log")
         if isinstance(item, SelfAssessed):

@@ -26,7 +26,7 @@ from shared.infra.subjects import SubjectKeys
 from shared.infra.web import create_app, errors
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import catalogue
-from shared.readmodels.snapshots import SnapshotView
+from shared.readmodels.snapshots import CurrentSnapshots
 
 from . import erasure, mail, render, service, subscriptions
 from .delivery import Deliverer, DeliveryLog, DigestMetrics, Letter, Outcome
@@ -62,7 +62,7 @@ class Digests:
         self.smtp = smtp
         self.subjects = SubjectKeys(settings)  # to name people: their contacts are sealed
         self.directory = DirectoryView(settings, self.subjects)
-        self.snapshots = SnapshotView(settings)
+        self.snapshots = CurrentSnapshots(settings)
         self.subscriptions = Subscriptions(settings)
         self.deliverer = deliverer
         self.questions = catalogue(settings)

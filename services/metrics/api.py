@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from shared.infra.errors import BrokerUnavailable, NotReady
 from shared.infra.web import create_app
 from shared.readmodels.directory import DirectoryView
-from shared.readmodels.snapshots import SnapshotView
+from shared.readmodels.snapshots import CurrentSnapshots
 
 from .collector import AppreciationCollector, ConnectionCollector, TrustCollector
 from .settings import MetricsSettings
@@ -23,7 +23,7 @@ def create(settings: MetricsSettings | None = None) -> FastAPI:
     """Build the metrics service app."""
     settings = settings or MetricsSettings()
     directory = DirectoryView(settings)
-    snapshots = SnapshotView(settings)
+    snapshots = CurrentSnapshots(settings)
 
     connections = ConnectionCollector(
         directory, snapshots, settings.thresholds, settings.anonymity_k

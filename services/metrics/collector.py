@@ -22,7 +22,7 @@ from shared.figures import connections as cx
 from shared.figures import privacy
 from shared.figures import trust as tr
 from shared.readmodels.directory import DirectoryView
-from shared.readmodels.snapshots import SnapshotView
+from shared.readmodels.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class SnapshotCollector(Collector):
     def __init__(
         self,
         directory: DirectoryView,
-        snapshots: SnapshotView,
+        snapshots: Snapshots,
         k: int,
         today: Callable[[], date] = _today,
     ) -> None:
@@ -236,7 +236,7 @@ class ConnectionCollector(SnapshotCollector):
     def __init__(
         self,
         directory: DirectoryView,
-        snapshots: SnapshotView,
+        snapshots: Snapshots,
         thresholds: cx.Thresholds,
         k: int,
         today: Callable[[], date] = _today,

@@ -33,6 +33,7 @@ ROUND_CLAIM = "rapport.feedback.round_claim.v1"
 ROUND_KEY = "rapport.feedback.round_key.v1"
 SUBJECT_KEY = "rapport.privacy.subject_key.v1"
 DIGEST_DELIVERY = "rapport.digest.delivery.v1"
+CURRENT_GENERATION = "rapport.aggregator.current_generation.v1"
 DIGEST_SUBSCRIPTION = "rapport.digest.subscription.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
@@ -295,6 +296,13 @@ class SubjectKey(Event):
 
     person_id: Id
     wrapped: str = Field(pattern=r"^[0-9a-f]{1,512}$")
+
+
+class CurrentGeneration(Event):
+    """Which generation of the aggregator's topics every reader reads (generations topic,
+    key "current"), written by ``rapport replay`` once the next one has caught up."""
+
+    generation: int = Field(ge=1)
 
 
 class RoundClosed(Event):

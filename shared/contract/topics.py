@@ -31,6 +31,8 @@ DIGEST_SUBSCRIPTIONS = "rapport.digest.subscriptions.v1"
 TEAM_FACTS = "rapport.aggregator.team-facts.v1"
 # Internal: recognitions that were not on their event's partition, moved there.
 EVENTS = "rapport.aggregator.events.v1"
+# Which generation of the aggregator's topics is current (key "current"): `rapport replay`.
+GENERATIONS = "rapport.aggregator.generations.v1"
 AGGREGATOR_APP_ID = "rapport-aggregator"
 TEAM_DAYS_TABLE = "team-days"
 TEAM_TRUST_TABLE = "team-trust"
@@ -40,17 +42,65 @@ DLQ_PARTITIONS = 1
 SNAPSHOT_PARTITIONS = 4
 
 
-def forgetting(settings: Settings) -> list[str]:
+def forgetting(settings: Settings, generation: Generation | None = None) -> list[str]:
     """The topics whose deleted records must physically go (each gets ticks)."""
-    return [s.name for s in all_topics(settings) if "max.compaction.lag.ms" in s.configs]
+    return [s.name for s in all_topics(settings, generation)
+            if "max.compaction.lag.ms" in s.configs]  # fmt: skip
 
 
 def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generation of what the aggregator derives from the source topics (recognitions,
+    survey answers, the directory): its internal topics, its tables (their changelogs are
+    named after its group) and the team snapshots. ``rapport replay`` builds the next one
+    beside the current from the source topics, then switches every reader to it. The
+    first keeps the names from before there were generations."""
+
+    number: int = 1
+
+    def _named(self, topic: str) -> str:
+        return topic if self.number == 1 else f"{topic}.g{self.number}"
+
+    @property
+    def app_id(self) -> str:
+        """The aggregator's consumer group, and its faust app id."""
+        return AGGREGATOR_APP_ID if self.number == 1 else f"{AGGREGATOR_APP_ID}-g{self.number}"
+
+    @property
+    def team_facts(self) -> str:
+        return self._named(TEAM_FACTS)
+
+    @property
+    def events(self) -> str:
+        return self._named(EVENTS)
+
+    @property
+    def snapshots(self) -> str:
+        return self._named(SNAPSHOTS)
+
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    def of(self, topic: str) -> str:
+        """``topic``, as the first generation names it, as this one does."""
+        return self._names().get(topic, topic)
+
+    def logical(self, topic: str) -> str:
+        """``topic``, as this generation names it, as the first does."""
+        return {v: k for k, v in self._names().items()}.get(topic, topic)
+
+    def _names(self) -> dict[str, str]:
+        return {TEAM_FACTS: self.team_facts, dlq(TEAM_FACTS): dlq(self.team_facts),
+                EVENTS: self.events, SNAPSHOTS: self.snapshots}  # fmt: skip
+
+
 def changelog(table: str) -> str:
-    return f"{AGGREGATOR_APP_ID}-{table}-changelog"
+    """A table's changelog in the first generation."""
+    return Generation().changelog(table)
 
 
 @dataclass(frozen=True)
@@ -71,12 +121,14 @@ def min_insync_replicas(replication_factor: int) -> int:
     return max(1, min(2, replication_factor - 1))
 
 
-def all_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic Rapport uses, with its partition count and settings by purpose.
+def all_topics(settings: Settings, generation: Generation | None = None) -> list[TopicSpec]:
+    """Every topic Rapport uses, with its partition count and settings by purpose: the
+    aggregator's of ``generation`` (by default the first).
 
     ``topic_partitions`` topics are those the aggregator computes a team's partition
     with: they must all have that many partitions.
     """
+    g = generation or Generation()
     n = settings.topic_partitions
     days = settings.recognition_retention_days
     # The recognition log is the source of truth: every figure is rebuilt from it.
@@ -99,18 +151,19 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(dlq(RECOGNITION), DLQ_PARTITIONS, log),
         TopicSpec(SURVEY, n, private),
         TopicSpec(dlq(SURVEY), DLQ_PARTITIONS, private),
-        TopicSpec(TEAM_FACTS, n, private),
-        TopicSpec(dlq(TEAM_FACTS), DLQ_PARTITIONS, private),
-        TopicSpec(EVENTS, n, private),
+        TopicSpec(g.team_facts, n, private),
+        TopicSpec(dlq(g.team_facts), DLQ_PARTITIONS, private),
+        TopicSpec(g.events, n, private),
         # faust's table changelogs must match their source's partitions.
-        TopicSpec(changelog(TEAM_DAYS_TABLE), n, compact),
-        TopicSpec(changelog(TEAM_TRUST_TABLE), n, forget),
-        TopicSpec(changelog(EVENT_IDS_TABLE), n, compact),
-        TopicSpec(f"{AGGREGATOR_APP_ID}-__assignor-__leader", 1),  # faust's own
+        TopicSpec(g.changelog(TEAM_DAYS_TABLE), n, compact),
+        TopicSpec(g.changelog(TEAM_TRUST_TABLE), n, forget),
+        TopicSpec(g.changelog(EVENT_IDS_TABLE), n, compact),
+        TopicSpec(f"{g.app_id}-__assignor-__leader", 1),  # faust's own
+        TopicSpec(GENERATIONS, 1, compact),
         TopicSpec(DIRECTORY, 4, forget),  # an erased person's entry replaces the one before
         TopicSpec(ROUNDS, 1, forget),
         TopicSpec(SUBJECT_KEYS, 1, forget),  # one log order: a person's first key is theirs
-        TopicSpec(SNAPSHOTS, SNAPSHOT_PARTITIONS, compact),
+        TopicSpec(g.snapshots, SNAPSHOT_PARTITIONS, compact),
         TopicSpec(DIGEST_LOG, 4, forget),  # an SMTP error quoting an erased address
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),
     ]
@@ -121,8 +174,9 @@ def _configs(settings: Settings, spec: TopicSpec) -> dict[str, str]:
     return {**spec.configs, "min.insync.replicas": str(isr)}
 
 
-async def create_topics(settings: Settings) -> list[str]:
-    """Create missing topics; return the names created."""
+async def create_topics(settings: Settings, generation: Generation | None = None) -> list[str]:
+    """Create missing topics (the aggregator's of ``generation``, by default the first);
+    return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
@@ -130,7 +184,7 @@ async def create_topics(settings: Settings) -> list[str]:
         rf = settings.topic_replication_factor
         new = [
             NewTopic(t.name, t.partitions, rf, topic_configs=_configs(settings, t))
-            for t in all_topics(settings)
+            for t in all_topics(settings, generation)
             if t.name not in existing
         ]
         # A concurrent creator may win the race; the topic is there either way.
@@ -163,11 +217,13 @@ class TopicsMismatch(RuntimeError):
         self.problems = problems
 
 
-async def check_topics(settings: Settings, partitions_only: bool = False) -> list[str]:
+async def check_topics(
+    settings: Settings, partitions_only: bool = False, generation: Generation | None = None
+) -> list[str]:
     """Every difference between the broker's topics and :func:`all_topics`: missing
     topics, partition counts, and (on Apache Kafka, not on the embedded broker, which
     keeps no settings) replication factor and settings. Empty when all is as needed."""
-    specs = all_topics(settings)
+    specs = all_topics(settings, generation)
     with_configs = not (partitions_only or settings.embedded)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
@@ -215,10 +271,10 @@ async def _described_configs(
     return found
 
 
-async def check_partitions(settings: Settings) -> None:
+async def check_partitions(settings: Settings, generation: Generation | None = None) -> None:
     """Raise :class:`TopicsMismatch` if a topic is missing or has another partition count
     than the aggregator computes teams with: a mismatch would split a team across
     workers (its facts on one partition, its table on another)."""
-    problems = await check_topics(settings, partitions_only=True)
+    problems = await check_topics(settings, partitions_only=True, generation=generation)
     if problems:
         raise TopicsMismatch(problems)

@@ -693,7 +693,67 @@ def write(results: dict[str, Any]) -> None:
         "(`guard_published_<team>`; "
         + ", ".join(f"{t} people, {f} to {t} answering" for t, f in GUARD_TEAMS.items())
         + ").\n"
+        f"- erasure: {ERASURES} people erased one after another over HTTP "
+        "(`POST /v1/people/{id}/erasure`), each answered once the broker acknowledged "
+        "their keys destroyed and their directory entry replaced "
+        "(`erasure_p50_ms`, `erasure_p99_ms`).\n"
+        f"- replay: `rapport replay` of {REPLAYED:,} preloaded recognitions (1,000 people, "
+        "50 teams) with one worker, then with two: recognitions a second from the "
+        "command's start (topics created, workers started) until the new generation is "
+        "current (`replay_eps_1_worker`, `replay_eps_2_workers`).\n"
     )
+
+
+ERASURES = 200
+REPLAYED = 200_000
+
+
+def replay(results: dict[str, Any], broker: str) -> None:
+    """``rapport replay`` of ``REPLAYED`` recognitions (1,000 people, 50 teams), with one
+    worker and then with two: source records a second, from the command's start (topics
+    created, workers started) until the new generation is current."""
+    with embedded(broker) as (settings, env):
+        asyncio.run(put_people(settings, [Person(**p) for p in people()]))
+        log(f"preloading {REPLAYED:,} recognitions ...")
+        asyncio.run(raw_producer(settings, REPLAYED))
+        for count, key in ((1, "replay_eps_1_worker"), (2, "replay_eps_2_workers")):
+            log(f"rapport replay --workers {count} ...")
+            begin = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "services.cli", "replay",
+                                   "--workers", str(count)], env={**os.environ, **env},
+                                  cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"replay failed: {done.stdout}{done.stderr}")
+            results[key] = round(REPLAYED / (time.monotonic() - begin))
+
+
+def erasure(results: dict[str, Any], broker: str) -> None:
+    """What one erasure costs: ``ERASURES`` people erased one after another over HTTP, each
+    answered once the broker acknowledged (their keys destroyed, their directory entry
+    replaced), among 1,000 people who each gave a recognition."""
+    with embedded(broker) as (settings, env):
+        url = f"http://127.0.0.1:{settings.recognition_port}"
+        with process([sys.executable, "-m", "services.cli", "recognition"], env,
+                     f"{url}/readyz"):  # fmt: skip
+            key = settings.dev_key_file.read_text().strip()
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                              timeout=30) as client:  # fmt: skip
+                client.post("/v1/people/batch", json={"people": people()}).raise_for_status()
+                batch = [recognition(i) for i in range(PEOPLE)]
+                for start in range(0, PEOPLE, BATCH):
+                    client.post(
+                        "/v1/recognitions/batch",
+                        json={"recognitions": batch[start : start + BATCH]},
+                    ).raise_for_status()
+                log(f"{ERASURES} erasures, one after another ...")
+                took = []
+                for i in range(ERASURES):
+                    begin = time.perf_counter()
+                    client.post(f"/v1/people/p{i}/erasure").raise_for_status()
+                    took.append(time.perf_counter() - begin)
+    took.sort()
+    results["erasure_p50_ms"] = round(1000 * took[len(took) // 2], 1)
+    results["erasure_p99_ms"] = round(1000 * took[int(len(took) * 0.99)], 1)
 
 
 GUARD_HISTORIES = 300
@@ -721,7 +781,8 @@ def guard(results: dict[str, Any], broker: str) -> None:
 
 PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "scale": scale,
          "scaling": scaling, "freshness": freshness, "takeover": takeover,
-         "history": history, "guard": guard}  # fmt: skip
+         "history": history, "guard": guard, "erasure": erasure,
+         "replay": replay}  # fmt: skip
 
 
 def ratios(results: dict[str, Any]) -> None:

@@ -4,13 +4,18 @@ their names, addresses or what was said to or by them is readable on any topic, 
 file under the var directory (the local outbox included) or in the platform's log;
 /metrics is unchanged; the digest no longer names them; the respondent's answer is
 withdrawn from the round. What stays is said in the README: the answer as it came, under
-the round's token, on the raw survey topics until their retention."""
+the round's token, on the raw survey topics until their retention. Then `rapport replay`
+(part 3) builds the same snapshots again from the log, and the platform switches to them."""
 
 from __future__ import annotations
 
 import asyncio
 import email
 import email.policy
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.contract import topics
 from shared.contract.codec import decode
 from shared.infra.settings import Settings
-from tests.support import wait_until
+from tests.support import ROOT, wait_until
 from tests.support.kafka import read_all
 from tests.support.metrics import parse
 from tests.support.people import as_json, team
@@ -100,9 +105,45 @@ def test_an_erased_giver_and_recipient_are_gone_from_every_topic_file_and_digest
     assert sorted(published) == sorted(comment(p) for p in RESPONDENTS if p != "dan")
     assert not found(var, stack, tmp_path, [KEPT])
 
+    # The whole log again, after the erasures (issue 30, part 3): the same snapshots, in
+    # new topics, and /metrics switched to them unchanged.
+    figures = counted(metrics)
+    first = asyncio.run(snapshots_of(stack, topics.Generation()))
+    replayed = subprocess.run([sys.executable, "-m", "services.cli", "replay"],
+                              env={**os.environ, **stack}, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert re.search(r"replay to generation 2: [\d,]+ of [\d,]+ source records", replayed.stdout)
+    assert "generation 2 is current" in replayed.stdout
+    assert asyncio.run(snapshots_of(stack, topics.Generation(2))) == first
+    log = tmp_path / "run.log"
+    wait_until(lambda: "figures now from generation 2" in log.read_text(), timeout=60)
+    assert counted(metrics) == figures
+    # The platform's own worker stopped, and started again in generation 2, counts on.
+    body = {"event_id": "k5", "giver_id": "eve", "recipient_ids": ["gus"], "values": ["growth"],
+            "message": "Eve to Gus: after the replay"}  # fmt: skip
+    with httpx.Client(headers=headers, timeout=10) as client:
+        assert client.post(f"{api}/v1/recognitions", json=body).status_code == 202
+
+    def total() -> float:
+        samples = parse(httpx.get(metrics).text)
+        return sum(v for k, v in samples.items() if k.startswith("rapport_recognitions_total{"))
+
+    wait_until(lambda: total() == len(KUDOS) + 1, timeout=90)
+    assert "generation 2 is current now (this worker's is 1): stopping" in log.read_text()
+
 
 def comment(person: str) -> str:
     return f"A comment from {person}: more pairing, please"
+
+
+async def snapshots_of(
+    stack: dict[str, str], generation: topics.Generation
+) -> dict[bytes, dict[str, object]]:
+    """Every team's latest snapshot in ``generation``, but for when it was made."""
+    records = await read_all(broker_settings(stack), generation.snapshots)
+    latest = {r.key: decode(r.headers, r.value).data for r in records}
+    return {k: {f: v for f, v in d.items() if f != "generated_at"} for k, d in latest.items()}
 
 
 async def latest_comments(stack: dict[str, str]) -> list[str]:

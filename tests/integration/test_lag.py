@@ -30,7 +30,7 @@ async def commit(settings: Settings, offsets: dict[TopicPartition, int]) -> None
 
 
 async def measure(settings: Settings, partitions: list[TopicPartition]) -> dict[str, int]:
-    lag = CommittedLag(settings)
+    lag = CommittedLag(settings, topics.Generation())
     await lag.start()
     try:
         return await lag.measure(partitions)

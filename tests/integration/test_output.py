@@ -27,7 +27,7 @@ async def write_all(settings: Settings) -> tuple[list[Any], dict[int, int | None
     app = create_app(settings, CollectorRegistry())
     await app.producer.start()
     try:
-        out = Output(app, AggregatorMetrics(CollectorRegistry()))
+        out = Output(app, AggregatorMetrics(CollectorRegistry()), topics.Generation())
         store = transport.store_of(app.tables[topics.TEAM_DAYS_TABLE])
         big = "x" * 300_000  # four of them are over a produce batch (1 MB)
         acks = []

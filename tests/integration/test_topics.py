@@ -32,6 +32,7 @@ EXPECTED = {
     "rapport-aggregator-team-trust-changelog": ("compact", None),
     "rapport-aggregator-event-ids-changelog": ("compact", None),
     "rapport-aggregator-__assignor-__leader": ("delete", None),  # faust's own
+    topics.GENERATIONS: ("compact", None),
     topics.DIRECTORY: ("compact", None),
     topics.ROUNDS: ("compact", None),
     topics.SUBJECT_KEYS: ("compact", None),

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from services.aggregator import rounds
 from services.aggregator.settings import AggregatorSettings
-from services.aggregator.surveys import RoundIsClosed, closed_key
+from services.aggregator.surveys import RoundIsClosed, carried_key, closed_key
 from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     ROUND_CLOSED,
@@ -106,6 +106,18 @@ def test_a_withdrawn_answer_never_counts_and_leaves_the_table() -> None:
     [comments] = table.published().comments
     assert block.respondents == K and "note 0" not in comments.comments
     assert table.apply(withdrawn) == set()  # after the close: nothing left to withdraw
+
+
+def test_answers_to_a_round_carried_over_by_a_replay_are_not_counted_again() -> None:
+    table = Table()
+    table.data[carried_key(0)] = {"s1": T0.isoformat()}  # its result was carried over
+    table.feed([response(i, 4, 4) for i in range(K)])  # its answers, read again
+    assert not [k for k in table.data if k.count("|") == 2]
+    assert table.close() == set() and table.published() == TeamTrust()
+    with pytest.raises(RoundIsClosed):  # an answer behind its close: late, as ever
+        table.apply(response(9, 4, 4))
+    table.feed([response(i, 4, 4, survey="s2") for i in range(K)])  # another round: counted
+    assert table.close("s2") == {"t"}
 
 
 def test_a_round_closes_only_the_teams_of_its_partition() -> None:
