@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from shared.contract import topics
 from shared.infra.gaps import log_ends
@@ -178,7 +179,12 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
             await asyncio.sleep(PROGRESS_S)
             if dead := [w.returncode for w in running if w.poll() is not None]:
                 raise RuntimeError(f"a replay worker exited (code {dead[0]}); nothing switched")
-            lag = await lag_of(settings, new)
+            try:
+                lag = await lag_of(settings, new)
+            except KafkaError as exc:  # a group's coordinator, say, not there yet
+                say(f"replay to generation {new.number}: progress not known yet ({exc!r})")
+                settled = 0
+                continue
             behind = sum(lag.values())
             done = max(0, total - lag["fan_out"] - lag["forward"])  # of the source topics
             rate = done / (time.monotonic() - started)
