@@ -49,6 +49,8 @@ from .surveys import carried_key, is_team_key
 log = logging.getLogger(__name__)
 PROGRESS_S = 2.0
 STOP_S = 60.0
+READ_S = 600.0  # to read the current survey table in full
+LIVE_CHECKS = 5  # behind by at most what this many progress lines' worth of load brought
 
 
 class Carried(TopicView):
@@ -85,8 +87,11 @@ async def carry_over(settings: Settings, old: topics.Generation, new: topics.Gen
     """Copy what a replay cannot build again into ``new``'s team-trust table; return how
     many keys."""
     carried = Carried(settings, old)
-    await carried.start()
-    await carried.stop()
+    await carried.start(wait=False)
+    try:
+        await carried.sync(timeout_s=READ_S)  # a large table takes more than a request's wait
+    finally:
+        await carried.stop()
     changelog = new.changelog(topics.TEAM_TRUST_TABLE)
     team_partition = partitioner(settings.topic_partitions)
     closed: dict[int, dict[str, object]] = {}  # per partition: closed, or carried before
@@ -179,6 +184,8 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
             await asyncio.sleep(PROGRESS_S)
             if dead := [w.returncode for w in running if w.poll() is not None]:
                 raise RuntimeError(f"a replay worker exited (code {dead[0]}); nothing switched")
+            now = await source_records(settings)
+            arriving, total = max(0, now - total), now  # the live load, meanwhile
             try:
                 lag = await lag_of(settings, new)
             except KafkaError as exc:  # a group's coordinator, say, not there yet
@@ -191,7 +198,9 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
             share = 100 * done / max(total, 1)
             say(f"replay to generation {new.number}: {done:,} of {total:,} source records "
                 f"({share:.0f}%), {rate:,.0f}/s, {behind:,} behind")  # fmt: skip
-            settled = settled + 1 if behind == 0 else 0
+            # Caught up: nothing behind but what the live load brought in the last few
+            # checks (a worker commits every few seconds), nothing at all without load.
+            settled = settled + 1 if behind <= LIVE_CHECKS * arriving else 0
         publisher = Publisher(settings)
         await publisher.start()
         try:

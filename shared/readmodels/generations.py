@@ -17,6 +17,7 @@ from shared.infra.settings import Settings
 from shared.infra.views import TopicView, read_event
 
 CURRENT = "current"
+READ_S = 30.0  # one record a replay: read at once, unless the broker is slow to answer
 
 
 class GenerationView(TopicView):
@@ -38,8 +39,9 @@ class GenerationView(TopicView):
 async def current(settings: Settings) -> topics.Generation:
     """The current generation, as the broker has it now."""
     view = GenerationView(settings)
-    await view.start()
+    await view.start(wait=False)
     try:
+        await view.sync(timeout_s=READ_S)
         return view.current
     finally:
         await view.stop()
