@@ -51,6 +51,7 @@ PROGRESS_S = 2.0
 STOP_S = 60.0
 READ_S = 600.0  # to read the current survey table in full
 LIVE_CHECKS = 5  # behind by at most what this many progress lines' worth of load brought
+SOURCES = (topics.RECOGNITION, topics.SURVEY)
 
 
 class Carried(TopicView):
@@ -116,35 +117,39 @@ async def carry_over(settings: Settings, old: topics.Generation, new: topics.Gen
     return len(records)
 
 
-async def source_records(settings: Settings) -> int:
-    """Records on the source topics now: what a replay reads."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in (topics.RECOGNITION, topics.SURVEY)
-               for p in await partitions_of(consumer, t)]  # fmt: skip
-        starts = await consumer.beginning_offsets(tps)
-        ends = await log_ends(settings.bootstrap_servers, tps)
-        return sum(max(0, ends[tp] - starts[tp]) for tp in tps)
-    finally:
-        await consumer.stop()
+class Progress:
+    """How far a generation's group is: one consumer and one admin client for a whole
+    replay, the partitions looked up once."""
 
+    def __init__(self, settings: Settings, generation: topics.Generation) -> None:
+        self._bootstrap = settings.bootstrap_servers
+        self._generation = generation
+        self._lag = CommittedLag(settings, generation)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap)
+        self._sources: list[TopicPartition] = []
+        self._inputs: list[TopicPartition] = []
 
-async def lag_of(settings: Settings, generation: topics.Generation) -> dict[str, int]:
-    """Records the generation's group has not committed yet, by stage."""
-    lag = CommittedLag(settings, generation)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await lag.start()
-    await consumer.start()
-    try:
-        inputs = {generation.of(t) for names in STAGES.values() for t in names}
-        tps = [
-            TopicPartition(t, p) for t in sorted(inputs) for p in await partitions_of(consumer, t)
-        ]
-        return await lag.measure(tps)
-    finally:
-        await consumer.stop()
-        await lag.stop()
+    async def start(self) -> None:
+        await self._lag.start()
+        await self._consumer.start()
+        inputs = {self._generation.of(t) for names in STAGES.values() for t in names}
+        self._inputs = [TopicPartition(t, p) for t in sorted(inputs)
+                        for p in await partitions_of(self._consumer, t)]  # fmt: skip
+        self._sources = [tp for tp in self._inputs if tp.topic in SOURCES]
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+        await self._lag.stop()
+
+    async def source_records(self) -> int:
+        """Records on the source topics now: what a replay reads."""
+        starts = await self._consumer.beginning_offsets(self._sources)
+        ends = await log_ends(self._bootstrap, self._sources)
+        return sum(max(0, ends[tp] - starts[tp]) for tp in self._sources)
+
+    async def lag(self) -> dict[str, int]:
+        """Records the generation's group has not committed yet, by stage."""
+        return await self._lag.measure(self._inputs)
 
 
 def start_workers(generation: topics.Generation, count: int) -> list[subprocess.Popen[bytes]]:
@@ -175,7 +180,9 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
     say(f"generation {new.number}: {len(created)} topics created beside generation {old.number}")
     carried = await carry_over(settings, old, new)
     say(f"carried over {carried} closed-round records of the survey table")
-    total = await source_records(settings)
+    progress = Progress(settings, new)
+    await progress.start()
+    total = await progress.source_records()
     started = time.monotonic()
     running = start_workers(new, workers)
     try:
@@ -184,10 +191,10 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
             await asyncio.sleep(PROGRESS_S)
             if dead := [w.returncode for w in running if w.poll() is not None]:
                 raise RuntimeError(f"a replay worker exited (code {dead[0]}); nothing switched")
-            now = await source_records(settings)
+            now = await progress.source_records()
             arriving, total = max(0, now - total), now  # the live load, meanwhile
             try:
-                lag = await lag_of(settings, new)
+                lag = await progress.lag()
             except KafkaError as exc:  # a group's coordinator, say, not there yet
                 say(f"replay to generation {new.number}: progress not known yet ({exc!r})")
                 settled = 0
@@ -209,6 +216,7 @@ async def replay(settings: Settings, workers: int, say: Callable[[str], None]) -
             await publisher.stop()
     finally:
         stop_workers(running)
+        await progress.stop()
     took = time.monotonic() - started
     say(f"generation {new.number} is current, {took:.1f} s after the start: readers switch "
         f"to {new.snapshots}; generation {old.number}'s topics stay")  # fmt: skip
