@@ -222,6 +222,10 @@ def aggregator(
     _collect_garbage_less_often()
     settings = AggregatorSettings()
     try:
+        settings.check_secrets()  # its master key opens survey answers
+    except UnsafeSettings as exc:
+        raise _refuse(exc) from None
+    try:
         asyncio.run(check_partitions(settings))
         chosen = Generation(generation) if generation else asyncio.run(current(settings))
         if chosen.number > 1:  # its own topics too

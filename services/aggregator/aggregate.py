@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from faust.types import Message
 
@@ -23,7 +23,7 @@ from shared.contract.codec import dlq_reason
 from . import service
 from .batches import TURN
 from .output import DLQ_PARTITION, Output, Sent
-from .records import forwarded_feedback, is_survey
+from .records import forwarded_feedback, is_close, is_survey
 from .surveys import Surveys
 from .transport import Store
 
@@ -43,6 +43,7 @@ class Aggregate:
         trust: Store,
         partition_of: Callable[[str], int],
         changed: Callable[[str, str | None], None],
+        keys_read: Callable[[], Awaitable[None]],
     ) -> None:
         self.out = out
         self.days = days  # the team-days table
@@ -50,6 +51,7 @@ class Aggregate:
         self.trust = trust  # the team-trust table, kept by surveys
         self.partition_of = partition_of
         self.changed = changed  # a team's tables changed (its day bucket, if one)
+        self.keys_read = keys_read  # every response key written until now is read
         # Per bucket key: service.seen_ids, for the buckets used last (old days rarely are).
         self.seen_cache: OrderedDict[str, set[int]] = OrderedDict()
 
@@ -62,6 +64,8 @@ class Aggregate:
         grouped: dict[tuple[str, int], list[service.TeamFact]] = defaultdict(list)
         sent: list[Sent] = []
         handled = 0
+        if any(is_close(m) for m in messages):  # its answers are opened: their keys are
+            await self.keys_read()  # on the keys topic before the answers were published
         for message in messages:
             if is_survey(message):
                 sent += self.apply_feedback(message)

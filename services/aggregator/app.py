@@ -29,6 +29,7 @@ from faust.types import Message
 from prometheus_client import CollectorRegistry
 
 from shared.contract import topics
+from shared.infra.subjects import ResponseKeys
 from shared.readmodels.directory import Roster
 from shared.readmodels.generations import GenerationView
 from shared.readmodels.questions import catalogue
@@ -127,14 +128,16 @@ class Worker:
         partition_of = partitioner(n)
         questions = catalogue(settings)
         self.directory = Roster(settings)
-        surveys = Surveys(trust, questions, settings.anonymity_k, settings.comment_k)
+        self.responses = ResponseKeys(settings)
+        surveys = Surveys(trust, questions, settings.anonymity_k, settings.comment_k,
+                          self.responses)  # fmt: skip
         seen = once.SeenEvents(event_ids, settings.dedupe_horizon_days)
         self.snapshots = Snapshots(out, days, surveys, partition_of, metrics)
         self.fan_out = FanOut(out, self.directory, seen, event_ids, frozenset(settings.values),
                               n, partition_of, metrics)  # fmt: skip
         self.forward = Forward(out, questions, partition_of)
         self.aggregate = Aggregate(out, days, surveys, trust, partition_of,
-                                   self.snapshots.changed)  # fmt: skip
+                                   self.snapshots.changed, self.responses.all_read)  # fmt: skip
         self.gate = Gate()
 
     async def fan_out_stage(self) -> None:
@@ -145,6 +148,7 @@ class Worker:
         await self._in_batches("forward", topics.SURVEY, self.forward.batch)
 
     async def aggregate_stage(self) -> None:
+        await self.responses.start(wait=False)  # read once a round closes
         await self._in_batches("aggregate", self.generation.team_facts, self.aggregate.batch)
 
     async def _in_batches(self, stage: str, topic: str, process: Process) -> None:
@@ -207,6 +211,7 @@ class Worker:
 
     async def stopping(self, sender: Any, **kwargs: Any) -> None:
         await self.directory.stop()
+        await self.responses.stop()
 
     async def recovered(self) -> None:
         """After a rebalance: rebuild what the stages keep beside the tables, and

@@ -29,6 +29,7 @@ from shared.contract.events import (
 from shared.readmodels.questions import Catalogue
 
 SURVEY = ("rapport_kind", b"survey")
+CLOSE = ("ce_type", ROUND_CLOSED.encode())
 Feedback = SurveyResponded | SelfAssessed | RoundClosed | ResponseWithdrawn
 MODELS: dict[str, type[Feedback]] = {
     SURVEY_RESPONSE: SurveyResponded,
@@ -47,6 +48,11 @@ def is_survey(message: Message) -> bool:
     return SURVEY in headers_of(message)
 
 
+def is_close(message: Message) -> bool:
+    """Whether a team-facts record is a round's close marker."""
+    return CLOSE in headers_of(message)
+
+
 def checked_feedback(message: Message, questions: Catalogue) -> tuple[CloudEvent, Feedback]:
     """Decode and check one event of the survey topic; raise if it cannot be counted."""
     ce = decode(headers_of(message), message.value)
@@ -54,8 +60,8 @@ def checked_feedback(message: Message, questions: Catalogue) -> tuple[CloudEvent
     if model is None:
         raise CodecError(f"unexpected ce_type {ce.type!r}")
     item = model.model_validate(ce.data)
-    if isinstance(item, SurveyResponded):
-        questions.check_answers(item.answers)
+    if isinstance(item, SurveyResponded) and item.answers is not None:
+        questions.check_answers(item.answers)  # sealed ones are checked once opened
     elif isinstance(item, SelfAssessed):
         questions.check_predicted(item.predicted)
     return ce, item

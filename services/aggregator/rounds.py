@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.contract.events import (
+    Answers,
     CommentBlock,
     DimensionSums,
     EnpsBlock,
@@ -47,11 +48,21 @@ def new_state() -> State:
 
 def respond(unit: Unit | None, r: SurveyResponded, event_id: str, time: datetime) -> Unit | None:
     """The respondent's unit with this answer, or ``None`` if it changes nothing (a
-    redelivery, or older than the answer it would replace)."""
+    redelivery, or older than the answer it would replace). Sealed answers stay sealed
+    (``"x"``) until the round closes (``opened``)."""
     stamp = (time.isoformat(), event_id)
     if unit is not None and stamp <= (unit["t"], unit["e"]):
         return None
-    return {"e": event_id, "t": stamp[0], "a": dict(r.answers), "n": r.enps, "c": r.comment}
+    if r.sealed_answers is not None:
+        return {"e": event_id, "t": stamp[0], "x": r.sealed_answers}
+    return {"e": event_id, "t": stamp[0], "a": dict(r.answers or {}), "n": r.enps,
+            "c": r.comment}  # fmt: skip
+
+
+def opened(unit: Unit, answers: Answers) -> Unit:
+    """A sealed unit with its answers, as ``close`` counts them."""
+    return {"e": unit["e"], "t": unit["t"], "a": dict(answers.answers), "n": answers.enps,
+            "c": answers.comment}  # fmt: skip
 
 
 def _shuffled(comments: Iterable[str]) -> list[str]:

@@ -1,14 +1,14 @@
 """The aggregator's settings: how long an event id counts once, the comments' k and
-where a worker serves /metrics."""
+where a worker serves /metrics (and the master key: it opens survey answers)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from shared.infra.settings import SurveySettings
+from shared.infra.settings import SealingSettings, SurveySettings
 
 
-class AggregatorSettings(SurveySettings):
+class AggregatorSettings(SealingSettings, SurveySettings):
     """An aggregator worker (faust): every figure from the recognition and fact topics."""
 
     dedupe_horizon_days: int = Field(

@@ -2,7 +2,9 @@
 
 Keys, each record small whatever one team sends (ARCHITECTURE §7, issue: bounded state):
 - ``{team}``: the team's closed-round results and leader predictions (``rounds.State``)
-- ``{team}|{survey}|{respondent}``: one answer to a round still open (``rounds.Unit``)
+- ``{team}|{survey}|{respondent}``: one answer to a round still open (``rounds.Unit``),
+  sealed as it came: opened only when the round closes, with its response key
+  (``ResponseKeys``); one whose key is gone by then (its respondent erased) is not counted
 - ``{team}#comments|{survey}``: the comments published with a closed round
 - ``#closed|{partition}``: the rounds closed on that partition, and when
 - ``#carried|{partition}``: the rounds closed there before a replay built this table
@@ -20,16 +22,20 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from shared.contract.codec import CloudEvent
 from shared.contract.events import (
+    Answers,
     ResponseWithdrawn,
     RoundClosed,
     SelfAssessed,
     SurveyResponded,
     TeamTrust,
 )
+from shared.infra.sealing import SealingError
 from shared.readmodels.questions import Catalogue
 
 from . import rounds
@@ -37,6 +43,12 @@ from . import rounds
 log = logging.getLogger(__name__)
 Update = tuple[str, Any]  # a key and its new value; None deletes it
 MAX_CLOSED = 200  # rounds remembered as closed per partition (answers to them refused)
+
+
+class Opener(Protocol):
+    """What opens sealed answers (``shared.infra.subjects.ResponseKeys``)."""
+
+    def open(self, sealed: str, survey_id: str, respondent: str) -> Answers | None: ...
 
 
 class RoundIsClosed(ValueError):
@@ -67,8 +79,16 @@ class Surveys:
     """Applies survey events to the team-trust table's data, keeping an index of the
     open rounds' answers by round and team (rebuilt from the table after recovery)."""
 
-    def __init__(self, data: MutableMapping[str, Any], questions: Catalogue, k: int, ck: int):
+    def __init__(
+        self,
+        data: MutableMapping[str, Any],
+        questions: Catalogue,
+        k: int,
+        ck: int,
+        responses: Opener,
+    ) -> None:
         self.data = data
+        self._questions, self._responses = questions, responses
         self._dimension_of = questions.dimension_of
         self._k, self._ck = k, ck
         self._open: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(
@@ -140,7 +160,7 @@ class Surveys:
         for team_id, keys in sorted(self._open.get(survey_id, {}).items()):
             if partition_of(team_id) != partition:
                 continue
-            units = [self.data[k] for k in sorted(keys)]
+            units = [u for k in sorted(keys) if (u := self._opened(k)) is not None]
             updates += [(k, None) for k in sorted(keys)]  # raw answers go at closing
             closing = rounds.close(units, survey_id, self._dimension_of, self._k, self._ck)
             if closing is None:
@@ -158,6 +178,22 @@ class Surveys:
             updates += self._team(team_id, state, when)
             moved.add(team_id)
         return updates, moved
+
+    def _opened(self, key: str) -> rounds.Unit | None:
+        """The unit at ``key`` with its answers open; ``None`` (not counted) if they cannot
+        be: their key is gone (the respondent was erased), or they do not open."""
+        unit: rounds.Unit = self.data[key]
+        if "x" not in unit:
+            return unit
+        _, survey_id, respondent = key.split("|")
+        try:
+            answers = self._responses.open(unit["x"], survey_id, respondent)
+            if answers is not None:
+                self._questions.check_answers(answers.answers)
+        except (SealingError, ValidationError, ValueError) as exc:
+            log.warning("an answer to round %r not counted: %s", survey_id, exc)
+            return None
+        return None if answers is None else rounds.opened(unit, answers)
 
     def _team(self, team_id: str, state: rounds.State, when: datetime) -> list[Update]:
         """A team's new state, pruned as of ``when`` (event time: a replay prunes alike)."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from shared.contract.events import SurveyRound
 from shared.infra.auth import Client, Require
 from shared.infra.deps import IdempotencyKey, Parts, create_writer_app, get_parts
+from shared.infra.subjects import ResponseKeys
 from shared.infra.web import WRITE_ERRORS, errors
 from shared.readmodels.questions import catalogue
 from shared.readmodels.rounds import RoundsView
@@ -29,7 +30,13 @@ async def get_rounds(request: Request) -> RoundsView:
     return rounds
 
 
+async def get_responses(request: Request) -> ResponseKeys:
+    responses: ResponseKeys = request.app.state.responses
+    return responses
+
+
 RoundsDep = Annotated[RoundsView, Depends(get_rounds)]
+ResponsesDep = Annotated[ResponseKeys, Depends(get_responses)]
 SCALE = {"1": "strongly disagree", "2": "disagree", "3": "neutral", "4": "agree",
          "5": "strongly agree"}  # fmt: skip
 
@@ -80,6 +87,7 @@ async def post_survey_response(
     client: WriterDep,
     parts: PartsDep,
     rounds: RoundsDep,
+    responses: ResponsesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Accept one person's answers to an open round; a later answer replaces it."""
@@ -90,6 +98,7 @@ async def post_survey_response(
         questions=catalogue(parts.settings),
         directory=parts.directory,
         rounds=rounds,
+        responses=responses,
         publisher=parts.publisher,
     )
     return Accepted(event_id=event_id)
@@ -121,4 +130,9 @@ def create(settings: FeedbackSettings | None = None) -> FastAPI:
     settings = settings or FeedbackSettings()
     settings.check_secrets()
     catalogue(settings)  # a broken questions file stops the service now, not per request
-    return create_writer_app("Rapport feedback service", settings, [router], {"rounds": RoundsView})
+    return create_writer_app(
+        "Rapport feedback service",
+        settings,
+        [router],
+        {"rounds": RoundsView, "responses": ResponseKeys},
+    )

@@ -1,11 +1,12 @@
-"""Survey responses and self-assessments: validate, replace the respondent, publish.
+"""Survey responses and self-assessments: validate, replace the respondent, seal, publish.
 
 The respondent's id never leaves this service: it is replaced by their token for the
 round (``rounds.token``, under the round's respondent key) before anything is published
 (ARCHITECTURE §7). Within a round the same person always gets the same token, so the
 aggregator can count distinct respondents and let a resubmission replace the earlier
 answer; once the round closes its key is destroyed, and nobody can tell whose answers
-were whose.
+were whose. The answers themselves are sealed with a key of the respondent's own for the
+round (``ResponseKeys``), which their erasure destroys while the round is open.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     SELF_ASSESSMENT,
     SURVEY_RESPONSE,
+    Answers,
     DirectoryEntry,
     Event,
     SelfAssessed,
@@ -27,6 +29,7 @@ from shared.contract.events import (
 from shared.infra.auth import Client
 from shared.infra.errors import InvalidInput
 from shared.infra.kafka import Publisher, Record
+from shared.infra.subjects import ResponseKeys
 from shared.readmodels.directory import DirectoryView
 from shared.readmodels.questions import Catalogue
 from shared.readmodels.rounds import RoundsView, token
@@ -63,10 +66,11 @@ async def accept_response(
     questions: Catalogue,
     directory: DirectoryView,
     rounds: RoundsView,
+    responses: ResponseKeys,
     publisher: Publisher,
 ) -> str:
-    """Publish one survey response under the respondent's token for the round; return its
-    event id once acked."""
+    """Publish one survey response under the respondent's token for the round, its answers
+    sealed; return its event id once acked."""
     try:
         questions.check_answers(body.answers)
     except ValueError as exc:
@@ -74,14 +78,11 @@ async def accept_response(
     time = event_time(body.submitted_at, "submitted_at")
     key = await rounds.require_open(body.survey_id)
     person = await _person(directory, body.respondent_id, "respondent_id")
-    event = SurveyResponded(
-        survey_id=body.survey_id,
-        answers=body.answers,
-        enps=body.enps,
-        comment=body.comment,
-        respondent=token(key, person.id),
-        team_id=person.team_id,
-    )
+    respondent = token(key, person.id)
+    answers = Answers(answers=body.answers, enps=body.enps, comment=body.comment)
+    sealed = await responses.seal(answers, body.survey_id, respondent, publisher)
+    event = SurveyResponded(survey_id=body.survey_id, respondent=respondent,
+                            team_id=person.team_id, sealed_answers=sealed)  # fmt: skip
     event_id = idempotency_key or str(uuid.uuid4())
     await publisher.publish(
         [_record(SURVEY_RESPONSE, event, person.team_id, event_id, client, time)]

@@ -11,6 +11,7 @@ from shared.infra.auth import Client, Require
 from shared.infra.deps import IdempotencyKey, create_writer_app
 from shared.infra.errors import InvalidInput, NotFound
 from shared.infra.fastpath import DirectRoute
+from shared.infra.subjects import ResponseKeys
 from shared.infra.web import WRITE_ERRORS, errors
 from shared.readmodels.rounds import RoundsView
 
@@ -117,10 +118,12 @@ async def erase_person(
     """Erase a person (GDPR Art. 17): their data keys are destroyed, so whatever was
     sealed about them (their name and e-mail address, every recognition's message they
     gave or received) can never be read again, their answers to survey rounds still open
-    are withdrawn, and their directory entry names them no more. Every other figure stays
-    as it was: their recognitions still count for the teams.
+    are withdrawn and made unreadable, and their directory entry names them no more.
+    Every other figure stays as it was: their recognitions still count for the teams.
     Answered once the broker has acknowledged; the same call again changes nothing."""
-    destroyed, rounds = await service.erase(person_id, client, parts, request.app.state.rounds)
+    state = request.app.state
+    destroyed, rounds = await service.erase(person_id, client, parts, state.rounds,
+                                            state.responses)  # fmt: skip
     return Erased(person_id=person_id, keys_destroyed=destroyed, open_rounds=rounds)
 
 
@@ -130,7 +133,7 @@ def create(settings: RecognitionSettings | None = None) -> FastAPI:
     settings.check_secrets()  # a Slack app names its workspace and app id
     app = create_writer_app(
         "Rapport recognition service", settings, [router, slack.router],
-        views={"rounds": RoundsView}, fast=writes,
+        views={"rounds": RoundsView, "responses": ResponseKeys}, fast=writes,
     )  # fmt: skip
     app.state.slack_replays = slack.Replays()
     return app

@@ -28,7 +28,7 @@ from shared.infra.deps import Parts, get_parts
 from shared.infra.errors import InvalidInput, NotFound
 from shared.infra.kafka import Publisher, Record
 from shared.infra.sealing import seal
-from shared.infra.subjects import SubjectKeys
+from shared.infra.subjects import ResponseKeys, SubjectKeys
 from shared.readmodels.directory import contact_context
 from shared.readmodels.rounds import RoundsView, token
 
@@ -178,14 +178,19 @@ async def publish_people(
 
 
 async def erase(
-    person_id: str, client: Client, parts: Parts[RecognitionSettings], rounds: RoundsView
+    person_id: str,
+    client: Client,
+    parts: Parts[RecognitionSettings],
+    rounds: RoundsView,
+    responses: ResponseKeys,
 ) -> tuple[int, int]:
     """Erase a person: destroy their data keys (whatever is sealed about them, wherever
-    it is, can never be opened again), withdraw their answers to the rounds still open
-    (their token finds them while the round's key lives), and replace their directory
-    entry with one that names them no more. Return how many keys were destroyed, and from
-    how many open rounds an answer was withdrawn. They stay where they sit, so every
-    figure stays as it was. ``NotFound`` for someone never known here."""
+    it is, can never be opened again) and the keys of their answers to the rounds still
+    open (their token finds them while the round's key lives), withdraw those answers,
+    and replace their directory entry with one that names them no more. Return how many
+    data keys were destroyed, and how many rounds were open (whether they answered is
+    not said). They stay where they sit, so every figure stays as it was. ``NotFound``
+    for someone never known here."""
     person = parts.directory.get(person_id)
     if person is None:
         await parts.directory.sync()
@@ -195,28 +200,33 @@ async def erase(
         if not destroyed:
             raise NotFound(f"unknown person {person_id!r}")
         return destroyed, 0
-    withdrawn = await withdrawals(person, rounds, client)
-    unnamed = []
+    withdrawn = await withdrawals(person, rounds)
+    for withdrawal in withdrawn:
+        await responses.erase(withdrawal.respondent, parts.publisher)
+    records = [withdrawal_record(w, client) for w in withdrawn]
     if not person.erased:
         where = person.model_dump(include=set(PersonFields.model_fields) - {"slack_id"})
-        unnamed.append(person_record(person_id, DirectoryEntry(**where, erased=True), client))
-    await parts.publisher.publish([*withdrawn, *unnamed])
+        records.append(person_record(person_id, DirectoryEntry(**where, erased=True), client))
+    await parts.publisher.publish(records)
     return destroyed, len(withdrawn)
 
 
-async def withdrawals(person: DirectoryEntry, rounds: RoundsView, client: Client) -> list[Record]:
-    """A withdrawal of ``person``'s answer to every round still open, on their team's
-    partition of the survey topic (after whatever they answered there)."""
+async def withdrawals(person: DirectoryEntry, rounds: RoundsView) -> list[ResponseWithdrawn]:
+    """A withdrawal of ``person``'s answer to every round still open, under their token."""
     await rounds.sync()
-    records = []
+    found = []
     for survey_round in rounds.all():
         key = rounds.keys.get(survey_round.survey_id)
         if survey_round.state != "open" or key is None:
             continue
-        survey_id = survey_round.survey_id
-        event = ResponseWithdrawn(survey_id=survey_id, respondent=token(key, person.id),
-                                  team_id=person.team_id)  # fmt: skip
-        ce = CloudEvent(str(uuid.uuid4()), source_for(client), RESPONSE_WITHDRAWN,
-                        datetime.now(UTC), event.model_dump())  # fmt: skip
-        records.append(Record.of(topics.SURVEY, person.team_id, ce))
-    return records
+        found.append(ResponseWithdrawn(survey_id=survey_round.survey_id,
+                                       respondent=token(key, person.id),
+                                       team_id=person.team_id))  # fmt: skip
+    return found
+
+
+def withdrawal_record(withdrawal: ResponseWithdrawn, client: Client) -> Record:
+    """On the respondent's team's partition of the survey topic: after what they answered."""
+    ce = CloudEvent(str(uuid.uuid4()), source_for(client), RESPONSE_WITHDRAWN,
+                    datetime.now(UTC), withdrawal.model_dump())  # fmt: skip
+    return Record.of(topics.SURVEY, withdrawal.team_id, ce)

@@ -45,6 +45,8 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 # and a margin: an older event would count nowhere, or be a typo.
 MAX_EVENT_AGE = timedelta(days=90)
 MAX_COMMENT = 1000
+# Sealed answers: 100 items of 64-character ids and a comment of 4-byte characters, base64.
+MAX_SEALED = 32_768
 Score = Annotated[int, Field(ge=1, le=5)]
 Token = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
@@ -220,10 +222,14 @@ class DirectoryEntry(PersonFields):
         return self
 
 
-class SurveyAnswers(Event):
-    """One person's answers to one survey, shared by the event and the HTTP body."""
+def _comment(comment: str | None) -> str | None:
+    return None if comment is None or is_blank(comment) else comment.strip()
 
-    survey_id: Id
+
+class Answers(Event):
+    """What one person answered: a score per item, an eNPS, a comment. Sealed whole in a
+    survey response (``SurveyResponded.sealed_answers``)."""
+
     answers: dict[Id, Score] = Field(min_length=1, max_length=100)
     enps: int | None = Field(default=None, ge=0, le=10)
     comment: str | None = Field(default=None, max_length=MAX_COMMENT)
@@ -231,15 +237,47 @@ class SurveyAnswers(Event):
     @field_validator("comment")
     @classmethod
     def _blank_is_none(cls, comment: str | None) -> str | None:
-        return None if comment is None or is_blank(comment) else comment.strip()
+        return _comment(comment)
 
 
-class SurveyResponded(SurveyAnswers):
+class SurveyAnswers(Answers):
+    """One person's answers to one survey (the HTTP body's)."""
+
+    survey_id: Id
+
+
+class SurveyResponded(Event):
     """A survey response; ``respondent`` is the person's token for this round (``RoundKey``),
-    never their id."""
+    never their id.
 
+    The answers are ``sealed_answers`` when the feedback service published it: the
+    ``Answers`` as JSON, sealed with the response's own key (``shared.infra.subjects.
+    ResponseKeys``), destroyed if the respondent is erased while the round is open. A
+    producer writing to the topic itself may give ``answers``, ``enps`` and ``comment``
+    in plain text instead (then no erasure reaches them).
+    """
+
+    survey_id: Id
     respondent: Token
     team_id: Id
+    answers: dict[Id, Score] | None = Field(default=None, min_length=1, max_length=100)
+    enps: int | None = Field(default=None, ge=0, le=10)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+    sealed_answers: str | None = Field(default=None, min_length=1, max_length=MAX_SEALED)
+
+    @field_validator("comment")
+    @classmethod
+    def _blank_is_none(cls, comment: str | None) -> str | None:
+        return _comment(comment)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if self.sealed_answers is None and self.answers is None:
+            raise ValueError("answers: give either answers or sealed_answers")
+        if self.sealed_answers is not None and (self.answers, self.enps, self.comment) != (
+            None, None, None):  # fmt: skip
+            raise ValueError("sealed_answers: answers, enps and comment go inside it, not beside")
+        return self
 
 
 class ResponseWithdrawn(Event):

@@ -22,6 +22,9 @@ ROUNDS = "rapport.feedback.rounds.v1"
 # Every person's data key, wrapped (key = subject id): erased, whatever is sealed about
 # them can never be read again (shared.infra.subjects).
 SUBJECT_KEYS = "rapport.privacy.subject-keys.v1"
+# Each survey response's key (key = a random subject id): destroyed when its respondent
+# is erased while the round is open, the answer is unreadable (shared.infra.subjects).
+RESPONSE_KEYS = "rapport.feedback.response-keys.v1"
 SNAPSHOTS = "rapport.metrics.snapshots.v1"
 # Digest deliveries per (manager, ISO week): claims and outcomes, so each is sent once.
 DIGEST_LOG = "rapport.digest.deliveries.v1"
@@ -163,6 +166,8 @@ def all_topics(settings: Settings, generation: Generation | None = None) -> list
         TopicSpec(DIRECTORY, 4, forget),  # an erased person's entry replaces the one before
         TopicSpec(ROUNDS, 1, forget),
         TopicSpec(SUBJECT_KEYS, 1, forget),  # one log order: a person's first key is theirs
+        # Kept as long as the answers they open, and one log order, as above.
+        TopicSpec(RESPONSE_KEYS, 1, {**forget, **private, "cleanup.policy": "compact,delete"}),
         TopicSpec(g.snapshots, SNAPSHOT_PARTITIONS, compact),
         TopicSpec(DIGEST_LOG, 4, forget),  # an SMTP error quoting an erased address
         TopicSpec(DIGEST_SUBSCRIPTIONS, 1, compact),

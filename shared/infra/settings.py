@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     survey_retention_days: int = Field(
         default=28,
         ge=1,
-        description="How long raw survey answers stay on their topics: "
-        "the longest trust window (privacy).",
+        description="How long raw survey answers, and the keys that open them, stay on "
+        "their topics: the longest trust window (privacy). An answer counts if its round "
+        "closes within this time of it.",
     )
     forget_within_s: int = Field(
         default=3600,
@@ -197,7 +198,8 @@ class SealingSettings(Settings):
 
     master_key: SecretStr = Field(
         default=SecretStr(DEV_MASTER_KEY),
-        description="The master key that wraps every person's data key: 64 hex digits "
+        description="The master key that wraps every person's data key and every survey "
+        "answer's: 64 hex digits "
         "(openssl rand -hex 32). Required outside development; give every service the "
         "same. Lost, nothing sealed can be read again.",
     )

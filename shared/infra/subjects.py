@@ -6,6 +6,10 @@ master key; an erased person's keys get tombstones, compacted away within
 embedded broker, whose memory storage never compacts (a tombstone there would destroy
 nothing), they are files in ``var/subject-keys/``, deleted at erasure.
 
+Survey answers are sealed the same way, each respondent's with a key of their own for
+the round (``ResponseKeys``: the respondent's token stands for the person), so that
+erasing someone while a round is open destroys their answer to it, wherever it is.
+
 A person's first subject is theirs: two replicas that give a new person a key at the
 same moment write two, and every reader takes the same one (the first in the log; the
 file created first). Erasing a person destroys every key ever written for them.
@@ -13,18 +17,19 @@ file created first). Erasing a person destroys every key ever written for them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 from shared.contract import topics
 from shared.contract.codec import CloudEvent
-from shared.contract.events import SUBJECT_KEY, SubjectKey
+from shared.contract.events import SUBJECT_KEY, SURVEY_RESPONSE, Answers, SubjectKey
 from shared.infra.kafka import Publisher, Record
 from shared.infra.sealing import (
     LocalMasterKey,
@@ -32,21 +37,27 @@ from shared.infra.sealing import (
     forget_derived,
     new_data_key,
     new_subject,
+    seal,
+    unseal,
 )
 from shared.infra.settings import SealingSettings
 from shared.infra.views import TopicView, read_event
 
 RELOOK_S = 1.0
+EXPIRE_EVERY_S = 3600.0  # how often files past their retention are looked for
+# How long an aggregator waits for every response key before it closes a round.
+OPEN_SYNC_S = 30.0
 
 
 class SubjectKeys(TopicView):
     topic = topics.SUBJECT_KEYS
+    files = "subject-keys"  # their directory in var/, beside the embedded broker
 
     def __init__(self, settings: SealingSettings, master: MasterKey | None = None) -> None:
         super().__init__(settings)
         secret = settings.master_key.get_secret_value()
         self._master = master or LocalMasterKey(bytes.fromhex(secret))
-        self._dir = settings.var_dir / "subject-keys" if settings.embedded else None
+        self._dir = settings.var_dir / self.files if settings.embedded else None
         self._subjects: dict[str, list[str]] = {}  # person -> their subjects, log order
         self._wrapped: dict[str, tuple[str, bytes]] = {}  # subject -> person, wrapped key
         self._keys: dict[str, bytes] = {}  # unwrapped, as used
@@ -205,6 +216,91 @@ class SubjectKeys(TopicView):
         except FileNotFoundError:
             return None
         return found
+
+
+class ResponseKeys(SubjectKeys):
+    """Each survey response's key: the feedback service seals a respondent's answers to a
+    round with a key of their own (their token, unique to the round, stands for the
+    person); the aggregator opens them when the round closes; erasing the respondent
+    while it is open destroys the key (``services.recognition.service.erase``), and with
+    it the answer, wherever it is (the survey topics, the aggregator's table).
+
+    On Apache Kafka the keys go with the answers they open: compacted (a destroyed key
+    is forgotten within ``forget_within_s``) and deleted after
+    ``survey_retention_days``, like the raw answers. Beside the embedded broker, their
+    files go after the same time. So an answer counts if its round closes within that
+    time of it, as a replay of the survey topic counts it.
+    """
+
+    topic = topics.RESPONSE_KEYS
+    files = "response-keys"
+
+    def __init__(self, settings: SealingSettings, master: MasterKey | None = None) -> None:
+        super().__init__(settings, master)
+        self._retention = timedelta(days=settings.survey_retention_days)
+        self._expired_at = -EXPIRE_EVERY_S
+        self._read_at: dict[str, float] = {}  # subject -> when read (time.time), in order
+
+    def apply(
+        self, key: bytes | None, headers: Sequence[tuple[str, bytes]], value: bytes | None
+    ) -> None:
+        """As a data key; and those read longer ago than the retention are dropped from
+        memory (the broker deletes them then, without a tombstone)."""
+        super().apply(key, headers, value)
+        if key is not None and value is not None:
+            self._read_at.setdefault(key.decode(), time.time())
+        elif key is not None:
+            self._read_at.pop(key.decode(), None)
+        now = time.monotonic()
+        if now - self._expired_at >= EXPIRE_EVERY_S:
+            self._expired_at = now
+            cutoff = time.time() - self._retention.total_seconds()
+            while self._read_at and next(iter(self._read_at.values())) < cutoff:
+                subject = next(iter(self._read_at))
+                del self._read_at[subject]
+                self._forget(subject)
+
+    async def seal(
+        self, answers: Answers, survey_id: str, respondent: str, publisher: Publisher
+    ) -> str:
+        """``answers`` sealed with ``respondent``'s key for the round (made if need be)."""
+        subject = (await self.ensure([respondent], publisher)).get(respondent)
+        key = self.key(subject) if subject is not None else None
+        if subject is None or key is None:  # erased between the two: never kept
+            raise RuntimeError(f"no response key for {respondent!r} in {survey_id!r}")
+        return seal(answers.model_dump_json(), {subject: key}, _context(survey_id, respondent))
+
+    def open(self, sealed: str, survey_id: str, respondent: str) -> Answers | None:
+        """The answers; ``None`` if their key is gone (the respondent erased, or past
+        its retention). ``SealingError`` or ``ValidationError`` if they do not open."""
+        text = unseal(sealed, self.key, _context(survey_id, respondent))
+        return None if text is None else Answers.model_validate_json(text)
+
+    async def all_read(self) -> None:
+        """Return once every key written until now is read (none to read beside the
+        embedded broker: files are looked up as needed)."""
+        if self._dir is None:
+            await self.sync(OPEN_SYNC_S)
+
+    def _create_files(self, person_id: str) -> None:
+        super()._create_files(person_id)
+        now = time.monotonic()
+        if now - self._expired_at >= EXPIRE_EVERY_S:
+            self._expired_at = now
+            self._expire()
+
+    def _expire(self) -> None:
+        """Remove the key files older than the retention."""
+        assert self._dir is not None
+        cutoff = time.time() - self._retention.total_seconds()
+        for path in self._dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+
+
+def _context(survey_id: str, respondent: str) -> str:
+    return f"{SURVEY_RESPONSE} {survey_id} {respondent}"
 
 
 def _write_new(path: Path, data: dict[str, str]) -> None:

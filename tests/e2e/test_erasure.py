@@ -3,9 +3,9 @@ after the erasure of a giver, a recipient and a respondent to an open round, not
 their names, addresses or what was said to or by them is readable on any topic, in any
 file under the var directory (the local outbox included) or in the platform's log;
 /metrics is unchanged; the digest no longer names them; the respondent's answer is
-withdrawn from the round. What stays is said in the README: the answer as it came, under
-the round's token, on the raw survey topics until their retention. Then `rapport replay`
-(part 3) builds the same snapshots again from the log, and the platform switches to them."""
+withdrawn from the round, and the master key no longer opens it where it stays sealed (the
+raw survey topics). Then `rapport replay` (part 3) builds the same snapshots again from
+the log, and the platform switches to them."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contract import topics
 from shared.contract.codec import decode
-from shared.infra.settings import Settings
+from shared.contract.events import SURVEY_RESPONSE
+from shared.infra.settings import SealingSettings, Settings
+from shared.infra.subjects import ResponseKeys
 from tests.support import ROOT, wait_until
 from tests.support.kafka import read_all
 from tests.support.metrics import parse
@@ -42,10 +44,6 @@ RESPONDENTS = ("lead", "dan", "eve", "fay", "gus", "hal")  # six: five stay when
 ERASED = ("ann", "bob", "dan")
 NEEDLES = ["Ann Person", "ann@x.io", "Bob Person", "bob@x.io", "Dan Person", "dan@x.io",
            *(text for _, giver, to, text in KUDOS if {giver, to} & set(ERASED))]  # fmt: skip
-# Where an erased respondent's answer to an open round stays, under its token: the raw
-# survey topics (until RAPPORT_SURVEY_RETENTION_DAYS) and, until compacted, the old record
-# of the aggregator's table (README, "Privacy").
-RAW = {topics.SURVEY, topics.TEAM_FACTS, topics.changelog(topics.TEAM_TRUST_TABLE)}
 KEPT = "narwhal runbook"  # sealed with Eve's and Fay's keys: not on any topic in plain text
 
 
@@ -80,6 +78,9 @@ def test_an_erased_giver_and_recipient_are_gone_from_every_topic_file_and_digest
         wait_until(lambda: any("Bob Person" in readable(p) for p in outbox.glob("*.eml")),
                    timeout=90)  # fmt: skip
         assert found(var, stack, tmp_path, NEEDLES[:1])  # the scan sees what is there
+        # Answers to an open round are sealed wherever they are; their keys open them.
+        assert not found(var, stack, tmp_path, [comment(p) for p in RESPONDENTS])
+        assert sorted(asyncio.run(openable(stack))) == sorted(map(comment, RESPONDENTS))
 
         for person in ERASED:
             erased = client.post(f"{api}/v1/people/{person}/erasure")
@@ -94,10 +95,9 @@ def test_an_erased_giver_and_recipient_are_gone_from_every_topic_file_and_digest
         assert "Eve Person" in preview.text and "someone whose data was erased" in preview.text
         assert not any(n in preview.text for n in NEEDLES)
         assert client.get(f"{digest}/v1/digests/ann/preview").status_code == 404
-        # Dan's answer is withdrawn: the round closes with the other five.
-        places = {p.partition(" in topic ")[2] for p in found(var, stack, tmp_path,
-                                                              [comment("dan")])}  # fmt: skip
-        assert places and places <= RAW, places
+        # Dan's answer is withdrawn, its key destroyed: nothing opens it any more, and the
+        # round closes with the other five.
+        assert comment("dan") not in asyncio.run(openable(stack))
         assert client.post(f"{feedback}/v1/survey-rounds/r1/close").status_code == 202
     participation = 'rapport_trust_participation_ratio{team="alpha",window="28d"}'
     wait_until(lambda: (counted(metrics) or {}).get(participation) == 5 / 8, timeout=60)
@@ -144,6 +144,31 @@ async def snapshots_of(
     records = await read_all(broker_settings(stack), generation.snapshots)
     latest = {r.key: decode(r.headers, r.value).data for r in records}
     return {k: {f: v for f, v in d.items() if f != "generated_at"} for k, d in latest.items()}
+
+
+async def openable(stack: dict[str, str]) -> list[str]:
+    """The comment of every answer on the survey topic that opens with its response key
+    (what whoever holds the master key can read)."""
+    settings = SealingSettings(
+        kafka_bootstrap_servers=stack.get("RAPPORT_KAFKA_BOOTSTRAP_SERVERS"),
+        embedded_broker_port=int(stack.get("RAPPORT_EMBEDDED_BROKER_PORT", "9092")),
+        var_dir=Path(stack["RAPPORT_VAR_DIR"]),
+    )
+    keys = ResponseKeys(settings)
+    await keys.start()
+    try:
+        out = []
+        for r in await read_all(settings, topics.SURVEY):
+            ce = decode(r.headers, r.value)
+            if ce.type != SURVEY_RESPONSE:
+                continue
+            data = ce.data
+            opened = keys.open(data["sealed_answers"], data["survey_id"], data["respondent"])
+            if opened is not None and opened.comment is not None:
+                out.append(opened.comment)
+        return out
+    finally:
+        await keys.stop()
 
 
 async def latest_comments(stack: dict[str, str]) -> list[str]:

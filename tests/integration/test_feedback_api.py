@@ -18,8 +18,10 @@ from services.feedback.settings import FeedbackSettings
 from services.recognition.api import create as create_recognition
 from shared.contract import topics
 from shared.contract.codec import decode
+from shared.contract.events import Answers
 from shared.infra.auth import ensure_dev_key
 from shared.infra.broker import free_port, wait_for_port
+from shared.infra.sealing import SealingError
 from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
 from shared.readmodels.rounds import KEY_SUFFIX, MAX_OPEN_ROUNDS, token
 from tests.support.kafka import read_all
@@ -74,7 +76,7 @@ def test_a_yaml_file_replaces_the_catalogue(
     assert body["dimensions"] == ["direction", "wellbeing"]
 
 
-def test_a_response_is_published_under_the_respondents_token_for_the_round(
+def test_a_response_is_published_under_the_respondents_token_for_the_round_sealed(
     client: TestClient, settings: Settings
 ) -> None:
     body = {**RESPONSE, "enps": 9, "comment": "  More focus time, please. "}
@@ -88,9 +90,15 @@ def test_a_response_is_published_under_the_respondents_token_for_the_round(
     assert record["respondent"] == token(round_key, "ann")
     assert record["type"] == "rapport.feedback.survey_response.v1"
     assert record.pop("partition") is not None
-    assert record["comment"] == "More focus time, please."
+    # The answers are sealed with the response's own key, which opens them.
+    assert record["answers"] is None and record["comment"] is None and record["enps"] is None
+    responses = client.app.state.responses  # type: ignore[attr-defined]
+    opened = responses.open(record["sealed_answers"], "2026-11", record["respondent"])
+    assert opened == Answers(answers=ANSWERS, enps=9, comment="More focus time, please.")
+    with pytest.raises(SealingError):  # bound to its round and respondent
+        responses.open(record["sealed_answers"], "2026-12", record["respondent"])
     raw = orjson.dumps(record, default=str)
-    assert b"ann" not in raw.lower() and b"respondent_id" not in raw
+    assert b"ann" not in raw.lower() and b"respondent_id" not in raw and b"focus" not in raw
 
 
 def test_a_token_holds_within_a_round_and_its_key_is_destroyed_at_close(

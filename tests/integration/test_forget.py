@@ -1,6 +1,7 @@
-"""A closed round's individual answers and respondent key, and an erased person's data key
-and named directory entry, physically leave Apache Kafka's disks within
-``forget_within_s`` (compaction, measured on the broker's own files).
+"""A closed round's individual answers and respondent key, and an erased person's data key,
+the key of their answer to an open round and their named directory entry, physically
+leave Apache Kafka's disks within ``forget_within_s`` (compaction, measured on the
+broker's own files).
 
 Only on Apache Kafka: the embedded broker keeps everything in memory and never compacts
 (where the key is a file, deleted at close: tests/integration/test_feedback_api.py).
@@ -25,6 +26,7 @@ from shared.contract import topics
 from shared.devtools.apache_kafka import KafkaCluster
 from shared.infra.auth import ensure_dev_key
 from shared.infra.settings import DEFAULT_DIMENSIONS, Settings
+from shared.readmodels.rounds import token
 from tests.support import wait_until
 from tests.support.kafka import read_all
 from tests.support.people import as_json, team
@@ -98,7 +100,7 @@ def test_a_closed_rounds_answers_and_key_leave_the_disks_in_bounded_time(
 
 
 @pytest.mark.parametrize("broker", ["kafka"], indirect=True)
-def test_an_erased_persons_key_and_named_entry_leave_the_disks_in_bounded_time(
+def test_an_erased_persons_keys_and_named_entry_leave_the_disks_in_bounded_time(
     settings: Settings,
     kafka: KafkaCluster,
     spawn: Callable[..., Popen[bytes]],
@@ -108,24 +110,37 @@ def test_an_erased_persons_key_and_named_entry_leave_the_disks_in_bounded_time(
     spawn("aggregator", log=tmp_path / "aggregator.log")  # its ticks roll the segments
     with TestClient(create_recognition(settings), headers=headers) as http:
         assert http.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
-        [key] = [orjson.loads(r.value)["wrapped"]
-                 for r in asyncio.run(read_all(settings, topics.SUBJECT_KEYS))
-                 if orjson.loads(r.value)["person_id"] == "ann"]  # fmt: skip
+        with TestClient(create_feedback(settings), headers=headers) as feedback:
+            opened = feedback.post("/v1/survey-rounds", json={"survey_id": "s1"})
+            assert opened.status_code == 202
+            round_key = feedback.app.state.rounds.keys.get("s1")  # type: ignore[attr-defined]
+            body = {"survey_id": "s1", "respondent_id": "ann",
+                    "answers": dict.fromkeys(DEFAULT_DIMENSIONS, 4)}  # fmt: skip
+            assert feedback.post("/v1/survey-responses", json=body).status_code == 202
+        [key] = wrapped(settings, topics.SUBJECT_KEYS, "ann")
+        [answer_key] = wrapped(settings, topics.RESPONSE_KEYS, token(round_key, "ann"))
         [entry] = [orjson.loads(r.value)["sealed_contact"]
                    for r in asyncio.run(read_all(settings, topics.DIRECTORY))
                    if r.key == b"ann"]  # fmt: skip
-        # Its wrapped key, and the entry that named it, on the disks.
-        wait_until(lambda: on_disk(kafka, topics.SUBJECT_KEYS, key.encode())
-                   and on_disk(kafka, topics.DIRECTORY, entry.encode()), timeout=30)  # fmt: skip
+        needles = {topics.SUBJECT_KEYS: key, topics.RESPONSE_KEYS: answer_key,
+                   topics.DIRECTORY: entry}  # fmt: skip
+
+        def on_disks() -> list[str]:
+            return [t for t, needle in needles.items() if on_disk(kafka, t, needle.encode())]
+
+        # Her wrapped keys, and the entry that named her, on the disks.
+        wait_until(lambda: len(on_disks()) == len(needles), timeout=30)
         erased = time.monotonic()
         assert http.post("/v1/people/ann/erasure").status_code == 202
 
-    def gone() -> bool:
-        return not on_disk(kafka, topics.SUBJECT_KEYS, key.encode()) and not on_disk(
-            kafka, topics.DIRECTORY, entry.encode()
-        )
-
-    wait_until(gone, timeout=FORGET_S + 60, interval=0.5)
+    wait_until(lambda: not on_disks(), timeout=FORGET_S + 60, interval=0.5)
     took = time.monotonic() - erased
-    log.warning("an erased person's key and named entry gone from disk %.1f s after", took)
+    log.warning("an erased person's keys and named entry gone from disk %.1f s after", took)
     assert took < FORGET_S + 15 + 5 + 5  # as for a closed round, above
+
+
+def wrapped(settings: Settings, topic: str, owner: str) -> list[str]:
+    """The wrapped keys of ``owner`` (a person, or a respondent's token) on ``topic``."""
+    records = asyncio.run(read_all(settings, topic))
+    return [orjson.loads(r.value)["wrapped"] for r in records
+            if r.value is not None and orjson.loads(r.value)["person_id"] == owner]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.aggregator.surveys import Surveys
+from services.aggregator.surveys import Opener, Surveys
 from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     ROUND_CLOSED,
@@ -37,12 +37,19 @@ def response(
                            enps=enps, comment=comment)  # fmt: skip
 
 
+class NoKeys:
+    """For tables fed plain answers only: a sealed one fails the test."""
+
+    def open(self, sealed: str, survey_id: str, respondent: str) -> None:
+        raise AssertionError("a sealed answer reached a table without response keys")
+
+
 class Table:
     """The survey stage on a plain dict, as the aggregator runs it on its table."""
 
-    def __init__(self, ck: int = K) -> None:
+    def __init__(self, ck: int = K, responses: Opener | None = None) -> None:
         self.data: dict[str, Any] = {}
-        self.surveys = Surveys(self.data, QUESTIONS, K, ck)
+        self.surveys = Surveys(self.data, QUESTIONS, K, ck, responses or NoKeys())
         self.n = 0
 
     def apply(self, item: Any, partition: int = 0, at: datetime | None = None) -> set[str]:

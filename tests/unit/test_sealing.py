@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.infra import subjects
 from shared.infra.sealing import (
     LocalMasterKey,
     SealingError,
@@ -13,6 +14,8 @@ from shared.infra.sealing import (
     subjects_of,
     unseal,
 )
+from shared.infra.settings import SealingSettings
+from shared.infra.subjects import ResponseKeys
 
 CONTEXT = "rapport.recognition.given.v1 e1"
 
@@ -53,3 +56,23 @@ def test_the_master_key_wraps_each_data_key_for_its_subject() -> None:
         LocalMasterKey(new_data_key()).unwrap(wrapped, subject)  # another master key
     with pytest.raises(ValueError, match="32 bytes"):
         LocalMasterKey(b"short")
+
+
+def test_response_keys_read_longer_ago_than_the_retention_leave_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Apache Kafka the broker deletes them after the retention, without a tombstone:
+    a view that followed them would keep every one for as long as it runs."""
+    settings = SealingSettings(kafka_bootstrap_servers="127.0.0.1:1", survey_retention_days=1)
+    keys = ResponseKeys(settings)
+    clock = [1_000_000.0]
+    monkeypatch.setattr(subjects.time, "time", lambda: clock[0])
+    monkeypatch.setattr(subjects.time, "monotonic", lambda: clock[0])
+    for n, owner in enumerate(["a" * 32, "b" * 32]):
+        record = keys._record(owner)  # as the feedback service writes it
+        keys.apply(record.key, record.headers, record.value)
+        assert keys.subject_of(owner) is not None
+        clock[0] += 12 * 3600 * (n + 1)  # 12 h, then 24 h more
+    keys.apply(b"tick", [], None)  # anything read looks again
+    assert keys.subject_of("a" * 32) is None  # read 36 h ago
+    assert keys.subject_of("b" * 32) is not None  # 24 h ago: not past a day yet

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,12 +20,16 @@ from shared.contract.codec import CloudEvent
 from shared.contract.events import (
     ROUND_CLOSED,
     SURVEY_RESPONSE,
+    Answers,
     ResponseWithdrawn,
     RoundClosed,
     SelfAssessed,
+    SurveyResponded,
     TeamTrust,
 )
 from shared.figures import trust as tr
+from shared.infra.settings import SealingSettings
+from shared.infra.subjects import ResponseKeys
 from tests.support.surveys import T0, WEEK, K, Table, response, who
 
 HAND = [(5, 2, 10), (4, 3, 9), (3, 4, 7), (2, 5, 6), (4, 1, 9)]
@@ -215,3 +222,39 @@ def test_thresholds_can_never_be_set_below_3(name: str, monkeypatch: pytest.Monk
         AggregatorSettings()
     monkeypatch.setenv(name, "3")
     assert AggregatorSettings().anonymity_k + AggregatorSettings().comment_k == 3 + 5
+
+
+def test_sealed_answers_stay_sealed_until_the_close_and_an_erased_ones_never_count(
+    tmp_path: Path,
+) -> None:
+    keys = ResponseKeys(SealingSettings(var_dir=tmp_path))  # files: no broker needed
+
+    def sealed(i: int, score: int, *, survey: str = "s1", sealed_as: str | None = None) -> Any:
+        answers = Answers(answers={"direction": score, "growth": score}, enps=9,
+                          comment=f"comment of {i}")  # fmt: skip
+        text = asyncio.run(keys.seal(answers, survey, sealed_as or who(i), None))  # type: ignore[arg-type]
+        return SurveyResponded(survey_id=survey, respondent=who(i), team_id="t",
+                               sealed_answers=text)  # fmt: skip
+
+    table = Table(responses=keys)
+    table.feed([sealed(i, 4) for i in range(6)])
+    table.apply(sealed(6, 1, sealed_as=who(7)))  # sealed for someone else: does not open
+    assert b"comment of" not in orjson.dumps(table.data)  # the table holds them sealed
+    assert table.published() == TeamTrust()
+    assert asyncio.run(keys.erase(who(5), None)) == 1  # type: ignore[arg-type]
+    assert table.close() == {"t"}
+    [block] = table.published().blocks
+    assert block.respondents == 5  # 0 to 4: 5 erased, 6 not opened
+    assert block.dimensions["direction"].total == 20
+    [comments] = table.published().comments
+    assert sorted(comments.comments) == [f"comment of {i}" for i in range(5)]
+    assert not [k for k in table.data if k.count("|") == 2]  # every unit gone at the close
+
+
+def test_a_response_is_sealed_or_plain_never_both_nor_neither() -> None:
+    base = {"survey_id": "s1", "respondent": who(1), "team_id": "t"}
+    assert SurveyResponded(**base, sealed_answers="s1.x.y.z").answers is None
+    with pytest.raises(ValidationError, match="either answers or sealed_answers"):
+        SurveyResponded(**base)
+    with pytest.raises(ValidationError, match="not beside"):
+        SurveyResponded(**base, sealed_answers="s1.x.y.z", comment="plain")
