@@ -697,6 +697,10 @@ def write(results: dict[str, Any]) -> None:
         "(`POST /v1/people/{id}/erasure`), each answered once the broker acknowledged "
         "their keys destroyed and their directory entry replaced "
         "(`erasure_p50_ms`, `erasure_p99_ms`).\n"
+        f"- answers: {ANSWERS} people answer an open survey round one after another over "
+        "HTTP, their answers sealed with a key of their own for the round: first answers "
+        "(each makes its key: a write and a read back), then each again "
+        "(`answer_first_p50_ms`, `answer_again_p50_ms`, and p99).\n"
         f"- replay: `rapport replay` of {REPLAYED:,} preloaded recognitions (1,000 people, "
         "50 teams) with one worker, then with two: recognitions a second from the "
         "command's start (topics created, workers started) until the new generation is "
@@ -756,6 +760,37 @@ def erasure(results: dict[str, Any], broker: str) -> None:
     results["erasure_p99_ms"] = round(1000 * took[int(len(took) * 0.99)], 1)
 
 
+ANSWERS = 200
+
+
+def answers(results: dict[str, Any], broker: str) -> None:
+    """What sealing a survey answer costs: ``ANSWERS`` people answer an open round one
+    after another over HTTP (each first answer makes the respondent's key for the round:
+    a write and a read back), then each answers again (the key is there)."""
+    with embedded(broker) as (settings, env):
+        asyncio.run(put_people(settings, [Person(**p) for p in people()]))
+        url = f"http://127.0.0.1:{settings.feedback_port}"
+        with process([sys.executable, "-m", "services.cli", "feedback"], env, f"{url}/readyz"):
+            key = settings.dev_key_file.read_text().strip()
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                              timeout=30) as client:  # fmt: skip
+                client.post("/v1/survey-rounds", json={"survey_id": "b1"}).raise_for_status()
+                items = [i["id"] for i in client.get("/v1/questions").json()["items"]]
+                for name in ("first", "again"):
+                    log(f"{ANSWERS} answers ({name}), one after another ...")
+                    took = []
+                    for i in range(ANSWERS):
+                        body = {"survey_id": "b1", "respondent_id": f"p{i}", "enps": 8,
+                                "answers": dict.fromkeys(items, 4),
+                                "comment": "More time for deep work, please."}  # fmt: skip
+                        begin = time.perf_counter()
+                        client.post("/v1/survey-responses", json=body).raise_for_status()
+                        took.append(time.perf_counter() - begin)
+                    took.sort()
+                    results[f"answer_{name}_p50_ms"] = round(1000 * took[len(took) // 2], 1)
+                    results[f"answer_{name}_p99_ms"] = round(1000 * took[int(len(took) * 0.99)], 1)
+
+
 GUARD_HISTORIES = 300
 GUARD_TEAMS = {12: 5, 20: 18, 50: 40}  # team size: fewest who answer a round
 
@@ -782,7 +817,7 @@ def guard(results: dict[str, Any], broker: str) -> None:
 PARTS = {"ingest": ingest, "bare": bare, "aggregator": aggregator, "scale": scale,
          "scaling": scaling, "freshness": freshness, "takeover": takeover,
          "history": history, "guard": guard, "erasure": erasure,
-         "replay": replay}  # fmt: skip
+         "answers": answers, "replay": replay}  # fmt: skip
 
 
 def ratios(results: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ anyone can read moves: not /metrics, not the snapshot topic.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -239,9 +240,11 @@ def test_figures_move_by_whole_rounds_and_no_raw_id_reaches_kafka(
             continue  # the people directory itself, and each person's data key
         for r in asyncio.run(read_all(settings, spec.name)):
             raw = b"".join([r.key or b"", r.value or b"", *(v for _, v in r.headers)])
+            raw = SEALED.sub(b"", raw)  # random base64: "m01" turns up in some
             assert not [f for f in forbidden if f in raw], (spec.name, raw[:300])
 
 
+SEALED = re.compile(rb"s1\.[0-9a-f,]+\.[\w-]+\.[\w-]+")  # shared.infra.sealing's form
 FLOOD = [f"f{i:02d}" for i in range(60)]
 
 
