@@ -111,10 +111,10 @@ def test_an_erased_persons_keys_and_named_entry_leave_the_disks_in_bounded_time(
     with TestClient(create_recognition(settings), headers=headers) as http:
         assert http.post("/v1/people/batch", json={"people": PEOPLE}).status_code == 202
         with TestClient(create_feedback(settings), headers=headers) as feedback:
-            opened = feedback.post("/v1/survey-rounds", json={"survey_id": "s1"})
+            opened = feedback.post("/v1/survey-rounds", json={"survey_id": "erasure"})
             assert opened.status_code == 202
-            round_key = feedback.app.state.rounds.keys.get("s1")  # type: ignore[attr-defined]
-            body = {"survey_id": "s1", "respondent_id": "ann",
+            round_key = feedback.app.state.rounds.keys.get("erasure")  # type: ignore[attr-defined]
+            body = {"survey_id": "erasure", "respondent_id": "ann",
                     "answers": dict.fromkeys(DEFAULT_DIMENSIONS, 4)}  # fmt: skip
             assert feedback.post("/v1/survey-responses", json=body).status_code == 202
         [key] = wrapped(settings, topics.SUBJECT_KEYS, "ann")
