@@ -116,3 +116,16 @@ def test_rapport_run_outside_development_names_each_secret_and_starts_nothing(
         assert name in done.stderr
     assert "starting embedded broker" not in done.stdout
     assert not (tmp_path / "dev-api-key").exists()
+
+
+def test_an_aggregator_outside_development_needs_the_master_key_that_opens_answers(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_")}
+    env |= {"RAPPORT_VAR_DIR": str(tmp_path), "RAPPORT_AGGREGATOR_METRICS_PORT": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "aggregator"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "RAPPORT_MASTER_KEY is not set" in done.stderr

@@ -36,6 +36,7 @@ EXPECTED = {
     topics.DIRECTORY: ("compact", None),
     topics.ROUNDS: ("compact", None),
     topics.SUBJECT_KEYS: ("compact", None),
+    topics.RESPONSE_KEYS: ("compact,delete", WEEK),  # as long as the answers they open
     topics.SNAPSHOTS: ("compact", None),
     topics.DIGEST_LOG: ("compact", None),
     topics.DIGEST_SUBSCRIPTIONS: ("compact", None),
@@ -93,7 +94,8 @@ def test_topics_get_settings_by_purpose_and_a_partition_mismatch_stops_the_aggre
     assert len(partitions[topics.TEAM_FACTS]) == len(partitions[topics.SURVEY]) == 4
     # What must be forgotten is compacted within half of RAPPORT_FORGET_WITHIN_S (an hour).
     forgetting = {n for n, c in configs.items() if c["max.compaction.lag.ms"] == "1800000"}
-    assert forgetting == {topics.ROUNDS, topics.SUBJECT_KEYS, topics.DIRECTORY, topics.DIGEST_LOG,
+    assert forgetting == {topics.ROUNDS, topics.SUBJECT_KEYS, topics.RESPONSE_KEYS,
+                          topics.DIRECTORY, topics.DIGEST_LOG,
                           "rapport-aggregator-team-trust-changelog"}  # fmt: skip
 
     again = rapport(kafka_cluster, "topics")  # nothing to create, nothing differs
@@ -113,7 +115,8 @@ def test_topics_get_settings_by_purpose_and_a_partition_mismatch_stops_the_aggre
     }
 
     # The aggregator counting with 6 partitions would split teams: it refuses to start.
-    refused = rapport(kafka_cluster, "aggregator", RAPPORT_TOPIC_PARTITIONS="6")
+    refused = rapport(kafka_cluster, "aggregator", RAPPORT_TOPIC_PARTITIONS="6",
+                      RAPPORT_MASTER_KEY="ab" * 32)  # production: its secret given  # fmt: skip
     assert refused.returncode == 2
     assert f"{topics.TEAM_FACTS}: 4 partitions, needs 6 (RAPPORT_TOPIC_PARTITIONS" in (
         refused.stderr
