@@ -195,14 +195,13 @@ async def erase(
     if person is None:
         await parts.directory.sync()
         person = parts.directory.get(person_id)
-    destroyed = await parts.subjects.erase(person_id, parts.publisher)
+    destroyed = await parts.subjects.erase(person_id, publisher=parts.publisher)
     if person is None:
         if not destroyed:
             raise NotFound(f"unknown person {person_id!r}")
         return destroyed, 0
     withdrawn = await withdrawals(person, rounds)
-    for withdrawal in withdrawn:
-        await responses.erase(withdrawal.respondent, parts.publisher)
+    await responses.erase(*(w.respondent for w in withdrawn), publisher=parts.publisher)
     records = [withdrawal_record(w, client) for w in withdrawn]
     if not person.erased:
         where = person.model_dump(include=set(PersonFields.model_fields) - {"slack_id"})

@@ -157,27 +157,31 @@ class SubjectKeys(TopicView):
         subjects = {p: self.subject_of(p) for p in found}
         return {p: s for p, s in subjects.items() if s is not None}
 
-    async def erase(self, person_id: str, publisher: Publisher) -> int:
-        """Destroy every key of ``person_id``; return how many there were."""
-        if self._dir is not None:
-            found = self._read_file(self._person_file(person_id))
-            if found is None:
-                return 0
-            subject = str(found["subject"])
-            self._subject_file(subject).unlink(missing_ok=True)
-            self._person_file(person_id).unlink(missing_ok=True)
-            self._files.pop(person_id, None)
-            self._keys.pop(subject, None)
-            forget_derived()
-            return 1
+    async def erase(self, *person_ids: str, publisher: Publisher) -> int:
+        """Destroy every key of each of ``person_ids`` (one catch-up, one write); return
+        how many there were."""
+        if self._dir is not None or not person_ids:
+            return sum(self._erase_files(p) for p in person_ids)
         await self.sync()
-        subjects = list(self._subjects.get(person_id, []))
+        subjects = [s for p in person_ids for s in self._subjects.get(p, [])]
         if subjects:
             await publisher.publish([Record(self.topic, s.encode(), None, [])
                                      for s in subjects])  # fmt: skip
             for subject in subjects:
                 self._forget(subject)
         return len(subjects)
+
+    def _erase_files(self, person_id: str) -> int:
+        found = self._read_file(self._person_file(person_id))
+        if found is None:
+            return 0
+        subject = str(found["subject"])
+        self._subject_file(subject).unlink(missing_ok=True)
+        self._person_file(person_id).unlink(missing_ok=True)
+        self._files.pop(person_id, None)
+        self._keys.pop(subject, None)
+        forget_derived()
+        return 1
 
     def _record(self, person_id: str) -> Record:
         subject = new_subject()

@@ -37,7 +37,7 @@ async def scenario(settings: Settings) -> None:
         sealed = seal("Thanks, Bob!", {s: k for s, k in keys.items() if k}, "ctx")
         assert unseal(sealed, two.key, "ctx") == "Thanks, Bob!"
 
-        assert await one.erase("bob", publisher) >= 1
+        assert await one.erase("bob", publisher=publisher) >= 1
         assert one.subject_of("bob") is None and unseal(sealed, one.key, "ctx") is None
         # Another replica: once it has read the tombstone, or (beside the embedded broker)
         # within a second, when it looks at the files again.
@@ -48,7 +48,7 @@ async def scenario(settings: Settings) -> None:
             assert view.subject_of("bob") is None and view.key(made["bob"]) is None
             assert unseal(sealed, view.key, "ctx") is None  # unreadable for good
             assert view.subject_of("ann") == made["ann"]
-        assert await one.erase("bob", publisher) == 0  # nothing left to erase
+        assert await one.erase("bob", publisher=publisher) == 0  # nothing left to erase
     finally:
         for view in (one, two):
             await view.stop()

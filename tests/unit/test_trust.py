@@ -241,7 +241,7 @@ def test_sealed_answers_stay_sealed_until_the_close_and_an_erased_ones_never_cou
     table.apply(sealed(6, 1, sealed_as=who(7)))  # sealed for someone else: does not open
     assert b"comment of" not in orjson.dumps(table.data)  # the table holds them sealed
     assert table.published() == TeamTrust()
-    assert asyncio.run(keys.erase(who(5), None)) == 1  # type: ignore[arg-type]
+    assert asyncio.run(keys.erase(who(5), publisher=None)) == 1  # type: ignore[arg-type]
     assert table.close() == {"t"}
     [block] = table.published().blocks
     assert block.respondents == 5  # 0 to 4: 5 erased, 6 not opened
